@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages listed in deploy/debian-packages.txt that are
+# not installed yet: with apt-get as root, through sudo otherwise; does
+# nothing (and needs no network) when every package is present.
+set -euo pipefail
+list=${1:-deploy/debian-packages.txt}
+missing=()
+while read -r pkg; do
+    pkg=${pkg%%#*}
+    pkg=${pkg// /}
+    [ -n "$pkg" ] || continue
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    [ "$status" = "installed" ] || missing+=("$pkg")
+done < "$list"
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "deps: installing ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

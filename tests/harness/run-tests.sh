@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs every test binary of one or more builds (build, build/san) against
+# one set of real servers (servers.sh), one binary at a time, and prints one
+# line per binary and the closing line "N passed, N failed" (counted from
+# cmocka's summaries; a binary that dies without one counts as one failure).
+#
+#   tests/harness/run-tests.sh BUILD [BUILD...]
+#   PPM_TEST_FILTER=regex  runs only the binaries whose path matches
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+
+if [ -z "${PPM_TEST_TMP:-}" ]; then
+    exec bash tests/harness/servers.sh bash "$0" "$@"
+fi
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1:strict_string_checks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$root/tests/harness/lsan.supp}
+
+passed=0
+failed=0
+failures=()
+logs=$PPM_TEST_TMP/logs
+mkdir -p "$logs"
+for build in "$@"; do
+    for kind in unit integration; do
+        for t in "$build"/tests/$kind/test_*; do
+            [ -x "$t" ] || continue
+            if [ -n "${PPM_TEST_FILTER:-}" ] && ! [[ $t =~ $PPM_TEST_FILTER ]]; then continue; fi
+            log=$logs/$(echo "$t" | tr '/' '_').log
+            start=$EPOCHREALTIME
+            set +e
+            PPM_BIN_DIR=$root/$build/bin timeout --kill-after=10 "${PPM_TEST_TIMEOUT:-300}" "$t" >"$log" 2>&1
+            rc=$?
+            set -e
+            secs=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+            p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | awk '{s+=$1} END {print s+0}')
+            f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | awk '{s+=$1} END {print s+0}')
+            if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+            passed=$((passed + p))
+            failed=$((failed + f))
+            if [ "$f" -gt 0 ]; then
+                failures+=("$t")
+                printf 'FAIL %-60s %3d passed %3d failed  %ss (exit %d)\n' "$t" "$p" "$f" "$secs" "$rc"
+                tail -n 60 "$log" | sed 's/^/    | /'
+            else
+                printf 'ok   %-60s %3d passed  %ss\n' "$t" "$p" "$secs"
+            fi
+        done
+    done
+done
+echo
+if [ ${#failures[@]} -gt 0 ]; then
+    echo "failed binaries: ${failures[*]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
