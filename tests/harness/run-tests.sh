@@ -50,6 +50,33 @@ for build in "$@"; do
         done
     done
 done
+# Script suites: every tests/<name>/run.sh runs once (not per build) and
+# ends with its own "N passed, N failed" line, which is added to the total.
+for suite in tests/*/run.sh; do
+    [ -x "$suite" ] || continue
+    if [ -n "${PPM_TEST_FILTER:-}" ] && ! [[ $suite =~ $PPM_TEST_FILTER ]]; then continue; fi
+    log=$logs/$(echo "$suite" | tr '/' '_').log
+    start=$EPOCHREALTIME
+    set +e
+    PPM_BIN_DIR=$root/$1/bin timeout --kill-after=10 "${PPM_SUITE_TIMEOUT:-600}" bash "$suite" >"$log" 2>&1
+    rc=$?
+    set -e
+    secs=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+    summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1 || true)
+    p=$(echo "$summary" | awk '{print $1+0}')
+    f=$(echo "$summary" | awk '{print $3+0}')
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    if [ "$f" -gt 0 ]; then
+        failures+=("$suite")
+        printf 'FAIL %-60s %3d passed %3d failed  %ss (exit %d)\n' "$suite" "$p" "$f" "$secs" "$rc"
+        grep -v '^ok ' "$log" | tail -n 60 | sed 's/^/    | /'
+    else
+        printf 'ok   %-60s %3d passed  %ss\n' "$suite" "$p" "$secs"
+    fi
+done
+
 echo
 if [ ${#failures[@]} -gt 0 ]; then
     echo "failed binaries: ${failures[*]}"
