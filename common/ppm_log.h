@@ -9,7 +9,13 @@
     Anything that looks like a secret (Stripe keys sk_/rk_ test or live,
     whsec_ webhook secrets, ppm admin keys "ppmak_", Bearer tokens) is masked
     in the message and in every value before it is written: a secret never
-    reaches a log, even by mistake.
+    reaches a log, even by mistake. JWT-looking tokens (three base64url
+    parts, the first "eyJ…") are masked too.
+
+    trace_id and tenant appear only when set. A key that names a standard
+    field ("msg", "level", …) gets a trailing "_" instead of replacing it.
+    Caps: message 4 KiB, each value 1 KiB, 32 pairs; longer text is cut.
+    Each line is written with one write() (lines never interleave).
 */
 #ifndef PPM_LOG_H_INCLUDED
 #define PPM_LOG_H_INCLUDED
@@ -31,8 +37,18 @@ const char *ppm_log_trace_id (void);
 const char *ppm_log_tenant_id (void);
 
 /* Writes one line. The variadic part is pairs of (const char *key,
-   const char *value), ended by NULL. */
+   const char *value), ended by PPM_LOG_END (a typed NULL: cppcheck, run by
+   `make lint`, rejects a bare NULL as a variadic sentinel). A NULL value
+   is written as JSON null.
+
+       ppm_log_kv (PPM_LOG_INFO, "payment succeeded", "payment_id", id,
+                   "amount", amount_text, PPM_LOG_END);
+*/
+#define PPM_LOG_END ((const char *)0)
 void ppm_log_kv (ppm_log_level_t level, const char *msg, ...) __attribute__ ((sentinel));
+/* The same with the pairs in an array: pairs[2i] is a key, pairs[2i+1] its
+   value (NULL writes JSON null); count is the number of pairs. */
+void ppm_log_pairs (ppm_log_level_t level, const char *msg, const char *const *pairs, size_t count);
 
 /* printf-style shortcuts. */
 void ppm_log_debug (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
