@@ -572,8 +572,19 @@ gateway_http_destroy (gateway_http_t **self_p)
     gateway_req_t *req;
     while ((req = gateway_http_next (self)))
         gateway_req_respond_error (&req, PPM_UNAVAILABLE, "gateway is stopping");
-    if (self->daemon)
+    if (self->daemon) {
+        /* Stop accepting, then let MHD's thread send what was just resumed
+           (bounded: at most 1 s) before the connections are closed. */
+        MHD_quiesce_daemon (self->daemon);
+        for (int waited = 0; waited < 1000; waited += 5) {
+            const union MHD_DaemonInfo *info =
+                MHD_get_daemon_info (self->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+            if (!info || info->num_connections == 0)
+                break;
+            usleep (5 * 1000);
+        }
         MHD_stop_daemon (self->daemon);
+    }
     if (self->pipe_fds[0] > 0)
         close (self->pipe_fds[0]);
     if (self->pipe_fds[1] > 0)
