@@ -3,9 +3,9 @@
     Each event is two frames: the topic "<event>.<tenant>" (e.g.
     "session.warning.t_42") and a packed ppm.v1.Envelope of kind EVENT whose
     method is the event name, tenant_id the tenant, trace_id the trace that
-    caused it, and payload the packed event message. Subscribers filter by
-    topic prefix: "session." for every session event of every tenant,
-    "config.changed.t_42" for one tenant's config changes.
+    caused it, and payload the packed event message. A tenant-less event's
+    topic is the bare event name. Subscribers filter by topic prefix: "session." for every session
+   event of every tenant, "config.changed.t_42" for one tenant's config changes.
 
     PUB/SUB drops messages when a subscriber is slow or not yet connected:
     nothing that moves money or paid time may depend on one event arriving.
@@ -32,13 +32,20 @@ typedef struct {
 
 typedef void (ppm_event_fn) (const ppm_event_t *event, void *arg);
 
+/* A subscriber drops (and counts) any message that is not exactly two
+   frames, a version-1 KIND_EVENT envelope with a non-empty name, and a
+   topic equal to "<name>.<tenant_id>". Messages over 1 MiB are refused by
+   libzmq (ZMQ_MAXMSGSIZE). */
+
 /* Binds a PUB socket (e.g. "tcp://127.0.0.1:*"). NULL on failure. */
 ppm_events_pub_t *ppm_events_pub_new (const char *endpoint);
 void ppm_events_pub_destroy (ppm_events_pub_t **self_p);
 const char *ppm_events_pub_endpoint (ppm_events_pub_t *self);
 zsock_t *ppm_events_pub_sock (ppm_events_pub_t *self);
 /* Publishes name for tenant with msg packed as payload (msg may be NULL).
-   The trace id is this thread's log context. Returns 0 or -1. */
+   The trace id is this thread's log context (a new one when there is
+   none). tenant_id NULL or "" makes the topic the bare name. Returns 0, or
+   -1 when name is empty or the send failed. */
 int ppm_events_publish (ppm_events_pub_t *self, const char *name, const char *tenant_id,
                         const ProtobufCMessage *msg);
 

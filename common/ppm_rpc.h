@@ -16,7 +16,10 @@
     otherwise the frame is dropped and counted), the method is unknown
     (UNIMPLEMENTED), or the deadline has already passed (DEADLINE_EXCEEDED).
     ZMQ_MAXMSGSIZE caps incoming messages (PPM_RPC_MAX_MSG, default 1 MiB):
-    libzmq drops a peer that sends more.
+    libzmq drops a peer that sends more. Every server also answers the
+    built-in method "sys.Ping" (empty request, empty reply), for readiness
+    checks. Before a handler runs, the call's trace id and tenant are made
+    the thread's log context (ppm_log_context); it is cleared after.
 
     A handler owns the call it is given: it replies at once, or keeps the
     call and replies later (after a Stripe answer, say). Every call must end
@@ -30,6 +33,17 @@
     idempotent are re-sent (same request id) while no reply has come and the
     deadline allows; others are sent once. A synchronous call is there for
     tools, tests and start-up code.
+
+    Re-sends: an idempotent request is sent again, byte for byte (same
+    request id), 50 ms after the first send, then after 100, 200, 400 ms
+    and every second, as long as the re-send is before the deadline
+    (ppm_rpc_client_set_backoff changes the numbers). DEALER sends each
+    re-send to the next connected endpoint, so a dead server is skipped.
+    The first reply wins; later ones, and replies to expired calls, are
+    dropped silently (counted in ppm_rpc_client_dropped).
+
+    Threads: a server, a client and their calls belong to the thread of the
+    loop they are registered with; nothing here is shared across threads.
 */
 #ifndef PPM_RPC_H_INCLUDED
 #define PPM_RPC_H_INCLUDED
@@ -66,11 +80,14 @@ const char *ppm_rpc_server_endpoint (ppm_rpc_server_t *self);
 int ppm_rpc_server_port (ppm_rpc_server_t *self);
 /* The ROUTER socket, e.g. to set CURVE options before binding elsewhere. */
 zsock_t *ppm_rpc_server_sock (ppm_rpc_server_t *self);
-/* Counters for tests and metrics. */
+/* Counters for tests and metrics: messages read from the ROUTER, and
+   those of them answered or dropped by the server itself (malformed,
+   unknown method, expired) instead of being given to a handler. */
 uint64_t ppm_rpc_server_requests (ppm_rpc_server_t *self);
 uint64_t ppm_rpc_server_rejected (ppm_rpc_server_t *self);
 
-/* Call accessors; strings are borrowed and live as long as the call. */
+/* Call accessors; strings are borrowed and live as long as the call. They
+   are never NULL: an absent tenant or trace id reads as "". */
 const char *ppm_rpc_call_method (const ppm_rpc_call_t *call);
 const char *ppm_rpc_call_tenant (const ppm_rpc_call_t *call);
 const char *ppm_rpc_call_trace_id (const ppm_rpc_call_t *call);
@@ -92,6 +109,9 @@ int ppm_rpc_call_fail (ppm_rpc_call_t **call_p, ppm_status_t **status_p);
 /* Shortcut: ends the call with code and a printf-style message. */
 int ppm_rpc_call_error (ppm_rpc_call_t **call_p, ppm_code_t code, const char *fmt, ...)
     __attribute__ ((format (printf, 3, 4)));
+/* Ends the call without any answer (the client's deadline or re-send
+   deals with it): load shedding, tests of lost replies. Safe on NULL. */
+void ppm_rpc_call_discard (ppm_rpc_call_t **call_p);
 
 /* ---- client ---------------------------------------------------------- */
 
@@ -104,20 +124,33 @@ typedef struct {
 } ppm_rpc_req_t;
 
 /* Reply callback. status is NULL when OK (then payload/size hold the
-   packed reply); otherwise payload is NULL. Both are borrowed. */
+   packed reply); otherwise payload is NULL. Both are borrowed. The
+   callback may make new calls, but must not destroy the client. */
 typedef void (ppm_rpc_reply_fn) (const ppm_status_t *status, const uint8_t *payload, size_t size,
                                  void *arg);
 
-/* Connects a DEALER to a comma-separated list of endpoints. */
+/* Connects a DEALER to a comma-separated list of endpoints. NULL when
+   endpoints is empty or malformed, or PPM_RPC_MAX_MSG is invalid. */
 ppm_rpc_client_t *ppm_rpc_client_new (const char *endpoints);
-/* Pending calls get their callback with CANCELLED first. Safe twice. */
+/* Pending calls get their callback with CANCELLED first. Safe twice.
+   Destroy the client before the loop it is attached to. */
 void ppm_rpc_client_destroy (ppm_rpc_client_t **self_p);
+/* Default timeout of calls whose timeout_ms is 0 (initially
+   PPM_RPC_DEFAULT_TIMEOUT_MS). Values <= 0 are ignored. */
 void ppm_rpc_client_set_timeout (ppm_rpc_client_t *self, int timeout_ms);
-/* Registers the socket and a deadline timer with loop (for async calls). */
+/* Re-send schedule of idempotent calls: first after first_ms (default 50),
+   each next interval doubled up to max_ms (default 1000). */
+void ppm_rpc_client_set_backoff (ppm_rpc_client_t *self, int first_ms, int max_ms);
+/* Registers the socket and a deadline timer with loop (for async calls).
+   Without a loop, callbacks and expiries of async calls only run inside
+   ppm_rpc_client_call_sync. Returns -1 when already attached. */
 int ppm_rpc_client_attach (ppm_rpc_client_t *self, zloop_t *loop);
 zsock_t *ppm_rpc_client_sock (ppm_rpc_client_t *self);
 /* Number of calls sent and not yet answered or expired. */
 size_t ppm_rpc_client_pending (ppm_rpc_client_t *self);
+/* Replies dropped (late, duplicate or malformed), and re-sends made. */
+uint64_t ppm_rpc_client_dropped (ppm_rpc_client_t *self);
+uint64_t ppm_rpc_client_resent (ppm_rpc_client_t *self);
 
 /* Sends a request; fn runs later from the attached loop (exactly once).
    Returns 0, or -1 when the request could not be packed or sent (fn is
@@ -129,7 +162,8 @@ int ppm_rpc_client_call (ppm_rpc_client_t *self, const ppm_rpc_req_t *req,
    pending calls that arrive meanwhile are dispatched to their callbacks.
    On OK, *reply_p gets the unpacked reply (free with
    protobuf_c_message_free_unpacked) when reply_descriptor is not NULL.
-   Returns the status (NULL = OK; the caller destroys it). */
+   Returns the status (NULL = OK; the caller destroys it): UNAVAILABLE when
+   the request could not be sent, CANCELLED when interrupted by a signal. */
 ppm_status_t *ppm_rpc_client_call_sync (ppm_rpc_client_t *self, const ppm_rpc_req_t *req,
                                         const ProtobufCMessage *msg,
                                         const ProtobufCMessageDescriptor *reply_descriptor,

@@ -1,0 +1,1105 @@
+/*  ppm_rpc: see ppm_rpc.h and docs/PROTOCOL.md.
+
+    Server: a ROUTER read from the service's zloop. Each wake-up drains the
+    socket (ZeroMQ's fd is edge-triggered), and every message goes through
+    one checker that either rejects it with an error reply (or drops it when
+    not even a request id can be read) or turns it into a ppm_rpc_call_t for
+    the method's handler. Calls a handler keeps are listed, so that a call
+    outliving its server fails cleanly instead of touching freed memory.
+
+    Client: a DEALER; pending calls live in a hash keyed by request id. One
+    one-shot zloop timer is armed for the earliest event among them (a
+    deadline or an idempotent re-send), so an idle client costs nothing.
+    The same expiry code runs inside the synchronous call, which polls the
+    DEALER itself (zpoller) and dispatches every reply it reads.
+*/
+#include "ppm_rpc.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "ppm_clock.h"
+#include "ppm_log.h"
+
+#define S_MAX_MSG_DEFAULT  (1024 * 1024)
+#define S_MAX_MSG_MIN      1024
+#define S_MAX_MSG_MAX      (256 * 1024 * 1024)
+#define S_HWM              100000
+#define S_BACKOFF_FIRST_MS 50
+#define S_BACKOFF_MAX_MS   1000
+#define S_ERROR_TEXT_MAX   PPM_STATUS_TEXT_MAX
+#define S_METHOD_ECHO_MAX  64
+
+/* ---- shared helpers --------------------------------------------------- */
+
+static int64_t
+s_mono_ms (void)
+{
+    return ppm_clock_real_mono_us () / 1000;
+}
+
+/* Reads PPM_RPC_MAX_MSG. Returns the cap, or -1 (logged) when invalid. */
+static int
+s_max_msg (void)
+{
+    const char *text = getenv ("PPM_RPC_MAX_MSG");
+    if (!text || !*text)
+        return S_MAX_MSG_DEFAULT;
+    char *end = NULL;
+    errno = 0;
+    long long value = strtoll (text, &end, 10);
+    if (errno || end == text || *end || value < S_MAX_MSG_MIN || value > S_MAX_MSG_MAX) {
+        ppm_log_error ("PPM_RPC_MAX_MSG: \"%.32s\" is not a byte count in [%d, %d]", text,
+                       S_MAX_MSG_MIN, S_MAX_MSG_MAX);
+        return -1;
+    }
+    return (int)value;
+}
+
+/* Packs env into a new frame. */
+static zframe_t *
+s_envelope_frame (const Ppm__V1__Envelope *env)
+{
+    size_t size = ppm__v1__envelope__get_packed_size (env);
+    zframe_t *frame = zframe_new (NULL, size);
+    assert (frame);
+    if (size)
+        ppm__v1__envelope__pack (env, zframe_data (frame));
+    return frame;
+}
+
+/* Packs msg (NULL = empty) into a malloc'ed buffer; *size gets its size. */
+static uint8_t *
+s_pack_message (const ProtobufCMessage *msg, size_t *size)
+{
+    *size = 0;
+    if (!msg)
+        return NULL;
+    *size = protobuf_c_message_get_packed_size (msg);
+    uint8_t *buf = malloc (*size ? *size : 1);
+    assert (buf);
+    if (*size)
+        protobuf_c_message_pack (msg, buf);
+    return buf;
+}
+
+/* Reads one varint at *pos; false when truncated or longer than 10 bytes. */
+static bool
+s_varint (const uint8_t *data, size_t size, size_t *pos, uint64_t *value)
+{
+    uint64_t result = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (*pos >= size)
+            return false;
+        uint8_t byte = data[(*pos)++];
+        result |= (uint64_t)(byte & 0x7f) << shift;
+        if (!(byte & 0x80)) {
+            *value = result;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Walks a protobuf encoding that libprotobuf-c refused, looking for field
+   4 (request_id) before the first malformed byte. */
+static bool
+s_scan_request_id (const uint8_t *data, size_t size, uint64_t *id)
+{
+    size_t pos = 0;
+    while (pos < size) {
+        uint64_t key;
+        uint64_t value;
+        if (!s_varint (data, size, &pos, &key))
+            return false;
+        uint64_t field = key >> 3;
+        switch (key & 7) {
+            case 0:
+                if (!s_varint (data, size, &pos, &value))
+                    return false;
+                if (field == 4) {
+                    *id = value;
+                    return true;
+                }
+                break;
+            case 1:
+                if (size - pos < 8)
+                    return false;
+                pos += 8;
+                break;
+            case 2:
+                if (!s_varint (data, size, &pos, &value) || value > size - pos)
+                    return false;
+                pos += (size_t)value;
+                break;
+            case 5:
+                if (size - pos < 4)
+                    return false;
+                pos += 4;
+                break;
+            default:
+                return false;
+        }
+    }
+    return false;
+}
+
+void
+ppm_rpc_new_trace_id (char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t bytes[16];
+    size_t got = 0;
+    while (got < sizeof bytes) {
+        ssize_t rc = getrandom (bytes + got, sizeof bytes - got, 0);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        assert (rc > 0);
+        got += (size_t)rc;
+    }
+    for (size_t i = 0; i < sizeof bytes; i++) {
+        out[2 * i] = hex[bytes[i] >> 4];
+        out[2 * i + 1] = hex[bytes[i] & 15];
+    }
+    out[32] = '\0';
+}
+
+/* ---- server ----------------------------------------------------------- */
+
+typedef struct {
+    ppm_rpc_handler_fn *fn; /* the method's handler */
+    void *arg;              /* its argument */
+} s_method_t;
+
+struct _ppm_rpc_server_t {
+    zloop_t *loop;     /* the service's loop (not ours) */
+    zsock_t *router;   /* bound ROUTER */
+    char *endpoint;    /* the endpoint actually bound */
+    int port;          /* its TCP port, 0 for other transports */
+    zhashx_t *methods; /* method name -> s_method_t */
+    zlistx_t *calls;   /* calls handed to handlers and not yet ended */
+    uint64_t requests; /* messages read */
+    uint64_t rejected; /* messages answered or dropped without a handler */
+};
+
+struct _ppm_rpc_call_t {
+    ppm_rpc_server_t *server;    /* NULL once the server is destroyed */
+    void *handle;                /* our entry in server->calls */
+    zframe_t *routing_id;        /* the ROUTER peer to answer */
+    Ppm__V1__Envelope *envelope; /* the unpacked request */
+};
+
+static void
+s_method_destroy (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
+/* Sends a REPLY envelope to routing_id (taken). Returns 0 or -1. */
+static int
+s_server_send (ppm_rpc_server_t *self, zframe_t **routing_id_p, const Ppm__V1__Envelope *request,
+               uint64_t request_id, const ppm_status_t *status, const uint8_t *payload, size_t size)
+{
+    Ppm__V1__Envelope env = PPM__V1__ENVELOPE__INIT;
+    env.version = PPM_RPC_VERSION;
+    env.kind = PPM__V1__KIND__KIND_REPLY;
+    env.request_id = request_id;
+    if (request) {
+        env.method = request->method;
+        env.trace_id = request->trace_id;
+        env.tenant_id = request->tenant_id;
+    }
+    Ppm__V1__Status *status_proto = NULL;
+    if (status && ppm_status_code (status) != PPM_OK) {
+        status_proto = ppm_status_to_proto (status);
+        env.status = status_proto;
+    } else if (payload) {
+        env.payload.data = (uint8_t *)payload;
+        env.payload.len = size;
+    }
+    zframe_t *body = s_envelope_frame (&env);
+    ppm_status_proto_free (&status_proto);
+
+    int rc = zframe_send (routing_id_p, self->router, ZFRAME_MORE);
+    if (rc == 0)
+        rc = zframe_send (&body, self->router, 0);
+    zframe_destroy (routing_id_p);
+    zframe_destroy (&body);
+    return rc;
+}
+
+/* Answers a request the server refuses itself. */
+static void s_server_reject (ppm_rpc_server_t *self, zframe_t **routing_id_p,
+                             const Ppm__V1__Envelope *request, uint64_t request_id, ppm_code_t code,
+                             const char *fmt, ...) __attribute__ ((format (printf, 6, 7)));
+
+static void
+s_server_reject (ppm_rpc_server_t *self, zframe_t **routing_id_p, const Ppm__V1__Envelope *request,
+                 uint64_t request_id, ppm_code_t code, const char *fmt, ...)
+{
+    char text[S_ERROR_TEXT_MAX];
+    va_list args;
+    va_start (args, fmt);
+    vsnprintf (text, sizeof text, fmt, args);
+    va_end (args);
+    ppm_status_t *status = ppm_status_new (code, "%s", text);
+    self->rejected++;
+    ppm_log_debug ("rpc: rejected request %llu: %s %s", (unsigned long long)request_id,
+                   ppm_code_name (code), text);
+    s_server_send (self, routing_id_p, request, request_id, status, NULL, 0);
+    ppm_status_destroy (&status);
+}
+
+static void
+s_server_drop (ppm_rpc_server_t *self, const char *why)
+{
+    self->rejected++;
+    ppm_log_debug ("rpc: dropped a message: %s", why);
+}
+
+/* Checks one message from the ROUTER and hands it to its handler or
+   rejects it. Takes msg. */
+static void
+s_server_dispatch (ppm_rpc_server_t *self, zmsg_t **msg_p)
+{
+    zmsg_t *msg = *msg_p;
+    zframe_t *routing_id = zmsg_pop (msg);
+    Ppm__V1__Envelope *env = NULL;
+    self->requests++;
+    if (!routing_id) {
+        s_server_drop (self, "empty message");
+        goto cleanup;
+    }
+    size_t frames = zmsg_size (msg);
+    zframe_t *body = zmsg_first (msg);
+    if (frames == 0) {
+        s_server_drop (self, "no body frame");
+        goto cleanup;
+    }
+    const uint8_t *data = zframe_data (body);
+    size_t size = zframe_size (body);
+    env = size ? ppm__v1__envelope__unpack (NULL, size, data) : NULL;
+    if (!env || frames != 1) {
+        uint64_t id = 0;
+        bool found = env ? true : s_scan_request_id (data, size, &id);
+        if (env)
+            id = env->request_id;
+        if (!found)
+            s_server_drop (self, frames != 1 ? "more than one body frame" : "not an envelope");
+        else if (frames != 1)
+            s_server_reject (self, &routing_id, env, id, PPM_INVALID_ARGUMENT,
+                             "a request is one frame, got %zu", frames);
+        else
+            s_server_reject (self, &routing_id, NULL, id, PPM_INVALID_ARGUMENT,
+                             "the request is not a valid ppm.v1.Envelope");
+        goto cleanup;
+    }
+    if (env->version != PPM_RPC_VERSION) {
+        s_server_reject (self, &routing_id, env, env->request_id, PPM_INVALID_ARGUMENT,
+                         "envelope version %u is not supported (this server speaks %d)",
+                         env->version, PPM_RPC_VERSION);
+        goto cleanup;
+    }
+    if (env->kind != PPM__V1__KIND__KIND_REQUEST) {
+        s_server_reject (self, &routing_id, env, env->request_id, PPM_INVALID_ARGUMENT,
+                         "envelope kind %d is not KIND_REQUEST", (int)env->kind);
+        goto cleanup;
+    }
+    s_method_t *method = (s_method_t *)zhashx_lookup (self->methods, env->method);
+    if (!method) {
+        s_server_reject (self, &routing_id, env, env->request_id, PPM_UNIMPLEMENTED,
+                         "unknown method \"%.*s\"", S_METHOD_ECHO_MAX, env->method);
+        goto cleanup;
+    }
+    if (env->deadline_ms != 0 && env->deadline_ms <= ppm_clock_real_ms ()) {
+        s_server_reject (self, &routing_id, env, env->request_id, PPM_DEADLINE_EXCEEDED,
+                         "the deadline passed before the request was read");
+        goto cleanup;
+    }
+    ppm_rpc_call_t *call = (ppm_rpc_call_t *)zmalloc (sizeof (ppm_rpc_call_t));
+    assert (call);
+    call->server = self;
+    call->routing_id = routing_id;
+    call->envelope = env;
+    call->handle = zlistx_add_end (self->calls, call);
+    routing_id = NULL;
+    env = NULL;
+    ppm_rpc_call_log_context (call);
+    method->fn (call, method->arg);
+    ppm_log_context (NULL, NULL);
+
+cleanup:
+    if (env)
+        ppm__v1__envelope__free_unpacked (env, NULL);
+    zframe_destroy (&routing_id);
+    zmsg_destroy (msg_p);
+}
+
+static int
+s_server_readable (zloop_t *loop, zsock_t *sock, void *arg)
+{
+    (void)loop;
+    ppm_rpc_server_t *self = (ppm_rpc_server_t *)arg;
+    while (zsock_events (sock) & ZMQ_POLLIN) {
+        zmsg_t *msg = zmsg_recv (sock);
+        if (!msg)
+            break;
+        s_server_dispatch (self, &msg);
+    }
+    return 0;
+}
+
+static void
+s_sys_ping (ppm_rpc_call_t *call, void *arg)
+{
+    (void)arg;
+    ppm_rpc_call_reply (&call, NULL);
+}
+
+ppm_rpc_server_t *
+ppm_rpc_server_new (zloop_t *loop, const char *endpoint)
+{
+    if (!loop || !endpoint || !*endpoint)
+        return NULL;
+    int max_msg = s_max_msg ();
+    if (max_msg < 0)
+        return NULL;
+    ppm_rpc_server_t *self = (ppm_rpc_server_t *)zmalloc (sizeof (ppm_rpc_server_t));
+    assert (self);
+    self->loop = loop;
+    self->router = zsock_new (ZMQ_ROUTER);
+    assert (self->router);
+    zsock_set_maxmsgsize (self->router, max_msg);
+    zsock_set_sndhwm (self->router, S_HWM);
+    zsock_set_rcvhwm (self->router, S_HWM);
+    zsock_set_linger (self->router, 0);
+    if (zsock_bind (self->router, "%s", endpoint) == -1) {
+        ppm_log_error ("rpc: cannot bind %s: %s", endpoint, zmq_strerror (zmq_errno ()));
+        goto failed;
+    }
+    self->endpoint = zsock_last_endpoint (self->router);
+    assert (self->endpoint);
+    if (strncmp (self->endpoint, "tcp://", 6) == 0) {
+        const char *colon = strrchr (self->endpoint, ':');
+        if (colon)
+            self->port = (int)strtol (colon + 1, NULL, 10);
+    }
+    self->methods = zhashx_new ();
+    assert (self->methods);
+    zhashx_set_destructor (self->methods, s_method_destroy);
+    self->calls = zlistx_new ();
+    assert (self->calls);
+    if (zloop_reader (loop, self->router, s_server_readable, self) == -1)
+        goto failed;
+    ppm_rpc_server_handle (self, "sys.Ping", s_sys_ping, NULL);
+    return self;
+
+failed:
+    ppm_rpc_server_destroy (&self);
+    return NULL;
+}
+
+void
+ppm_rpc_server_destroy (ppm_rpc_server_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ppm_rpc_server_t *self = *self_p;
+    if (self->calls) {
+        if (zlistx_size (self->calls))
+            ppm_log_warn ("rpc: server destroyed with %zu calls still held",
+                          zlistx_size (self->calls));
+        ppm_rpc_call_t *call = (ppm_rpc_call_t *)zlistx_first (self->calls);
+        while (call) {
+            call->server = NULL;
+            call->handle = NULL;
+            call = (ppm_rpc_call_t *)zlistx_next (self->calls);
+        }
+        zlistx_destroy (&self->calls);
+    }
+    if (self->loop && self->router)
+        zloop_reader_end (self->loop, self->router);
+    zsock_destroy (&self->router);
+    zhashx_destroy (&self->methods);
+    zstr_free (&self->endpoint);
+    free (self);
+    *self_p = NULL;
+}
+
+int
+ppm_rpc_server_handle (ppm_rpc_server_t *self, const char *method, ppm_rpc_handler_fn *fn,
+                       void *arg)
+{
+    assert (self);
+    if (!method || !*method || !fn || zhashx_lookup (self->methods, method))
+        return -1;
+    s_method_t *entry = (s_method_t *)zmalloc (sizeof (s_method_t));
+    assert (entry);
+    entry->fn = fn;
+    entry->arg = arg;
+    zhashx_insert (self->methods, method, entry);
+    return 0;
+}
+
+const char *
+ppm_rpc_server_endpoint (ppm_rpc_server_t *self)
+{
+    assert (self);
+    return self->endpoint;
+}
+
+int
+ppm_rpc_server_port (ppm_rpc_server_t *self)
+{
+    assert (self);
+    return self->port;
+}
+
+zsock_t *
+ppm_rpc_server_sock (ppm_rpc_server_t *self)
+{
+    assert (self);
+    return self->router;
+}
+
+uint64_t
+ppm_rpc_server_requests (ppm_rpc_server_t *self)
+{
+    assert (self);
+    return self->requests;
+}
+
+uint64_t
+ppm_rpc_server_rejected (ppm_rpc_server_t *self)
+{
+    assert (self);
+    return self->rejected;
+}
+
+/* ---- calls ------------------------------------------------------------ */
+
+const char *
+ppm_rpc_call_method (const ppm_rpc_call_t *call)
+{
+    assert (call);
+    return call->envelope->method;
+}
+
+const char *
+ppm_rpc_call_tenant (const ppm_rpc_call_t *call)
+{
+    assert (call);
+    return call->envelope->tenant_id;
+}
+
+const char *
+ppm_rpc_call_trace_id (const ppm_rpc_call_t *call)
+{
+    assert (call);
+    return call->envelope->trace_id;
+}
+
+int64_t
+ppm_rpc_call_deadline_ms (const ppm_rpc_call_t *call)
+{
+    assert (call);
+    return call->envelope->deadline_ms;
+}
+
+uint64_t
+ppm_rpc_call_request_id (const ppm_rpc_call_t *call)
+{
+    assert (call);
+    return call->envelope->request_id;
+}
+
+const uint8_t *
+ppm_rpc_call_payload (const ppm_rpc_call_t *call, size_t *size)
+{
+    assert (call);
+    if (size)
+        *size = call->envelope->payload.len;
+    return call->envelope->payload.data;
+}
+
+ProtobufCMessage *
+ppm_rpc_call_unpack (const ppm_rpc_call_t *call, const ProtobufCMessageDescriptor *descriptor)
+{
+    assert (call);
+    assert (descriptor);
+    static const uint8_t empty[1] = {0};
+    const uint8_t *data = call->envelope->payload.data;
+    return protobuf_c_message_unpack (descriptor, NULL, call->envelope->payload.len,
+                                      data ? data : empty);
+}
+
+void
+ppm_rpc_call_log_context (const ppm_rpc_call_t *call)
+{
+    assert (call);
+    ppm_log_context (call->envelope->trace_id, call->envelope->tenant_id);
+}
+
+static void
+s_call_destroy (ppm_rpc_call_t **call_p)
+{
+    ppm_rpc_call_t *call = *call_p;
+    if (call->server && call->handle)
+        zlistx_delete (call->server->calls, call->handle);
+    zframe_destroy (&call->routing_id);
+    ppm__v1__envelope__free_unpacked (call->envelope, NULL);
+    free (call);
+    *call_p = NULL;
+}
+
+/* Answers and destroys the call. */
+static int
+s_call_end (ppm_rpc_call_t **call_p, const ppm_status_t *status, const ProtobufCMessage *reply)
+{
+    assert (call_p && *call_p);
+    ppm_rpc_call_t *call = *call_p;
+    int rc = -1;
+    if (call->server) {
+        size_t size = 0;
+        uint8_t *payload = status ? NULL : s_pack_message (reply, &size);
+        rc = s_server_send (call->server, &call->routing_id, call->envelope,
+                            call->envelope->request_id, status, payload, size);
+        free (payload);
+    }
+    s_call_destroy (call_p);
+    return rc;
+}
+
+int
+ppm_rpc_call_reply (ppm_rpc_call_t **call_p, const ProtobufCMessage *reply)
+{
+    return s_call_end (call_p, NULL, reply);
+}
+
+int
+ppm_rpc_call_fail (ppm_rpc_call_t **call_p, ppm_status_t **status_p)
+{
+    ppm_status_t *status = status_p ? *status_p : NULL;
+    if (status_p)
+        *status_p = NULL;
+    int rc =
+        s_call_end (call_p, status && ppm_status_code (status) != PPM_OK ? status : NULL, NULL);
+    ppm_status_destroy (&status);
+    return rc;
+}
+
+int
+ppm_rpc_call_error (ppm_rpc_call_t **call_p, ppm_code_t code, const char *fmt, ...)
+{
+    char text[S_ERROR_TEXT_MAX];
+    va_list args;
+    va_start (args, fmt);
+    vsnprintf (text, sizeof text, fmt, args);
+    va_end (args);
+    ppm_status_t *status = ppm_status_new (code, "%s", text);
+    return ppm_rpc_call_fail (call_p, &status);
+}
+
+void
+ppm_rpc_call_discard (ppm_rpc_call_t **call_p)
+{
+    if (!call_p || !*call_p)
+        return;
+    s_call_destroy (call_p);
+}
+
+/* ---- client ----------------------------------------------------------- */
+
+typedef struct {
+    uint64_t id;          /* request id; also the hash key */
+    zframe_t *request;    /* packed envelope, kept while it may be re-sent */
+    int64_t deadline;     /* local expiry, monotonic ms */
+    int64_t resend_at;    /* next re-send, monotonic ms; INT64_MAX = never */
+    int64_t backoff_ms;   /* interval before the re-send after that */
+    ppm_rpc_reply_fn *fn; /* callback */
+    void *arg;            /* its argument */
+} s_pending_t;
+
+struct _ppm_rpc_client_t {
+    zsock_t *dealer;      /* connected DEALER */
+    zpoller_t *poller;    /* on dealer, for synchronous calls */
+    zloop_t *loop;        /* attached loop, or NULL */
+    int timer_id;         /* armed one-shot timer, or -1 */
+    int64_t timer_at;     /* when it fires, monotonic ms */
+    int timeout_ms;       /* default per-call timeout */
+    int backoff_first_ms; /* first re-send interval of idempotent calls */
+    int backoff_max_ms;   /* cap of the doubling interval */
+    uint64_t next_id;     /* next request id */
+    zhashx_t *pending;    /* request id -> s_pending_t */
+    uint64_t dropped;     /* replies that matched no pending call or were malformed */
+    uint64_t resent;      /* re-sends of idempotent requests */
+};
+
+static size_t
+s_id_hash (const void *key)
+{
+    uint64_t id = *(const uint64_t *)key;
+    return (size_t)(id * 0x9E3779B97F4A7C15ULL);
+}
+
+static int
+s_id_compare (const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a;
+    uint64_t y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void
+s_pending_free (s_pending_t **item_p)
+{
+    s_pending_t *item = *item_p;
+    if (!item)
+        return;
+    zframe_destroy (&item->request);
+    free (item);
+    *item_p = NULL;
+}
+
+/* Removes the call from pending, runs its callback, frees it. */
+static void
+s_pending_complete (ppm_rpc_client_t *self, s_pending_t *item, const ppm_status_t *status,
+                    const uint8_t *payload, size_t size)
+{
+    zhashx_delete (self->pending, &item->id);
+    item->fn (status, status ? NULL : payload, status ? 0 : size, item->arg);
+    s_pending_free (&item);
+}
+
+static int s_client_timer (zloop_t *loop, int timer_id, void *arg);
+
+/* Arms the loop's timer for at, unless an earlier one is armed. */
+static void
+s_client_arm (ppm_rpc_client_t *self, int64_t at)
+{
+    if (!self->loop || at == INT64_MAX)
+        return;
+    if (self->timer_id != -1) {
+        if (self->timer_at <= at)
+            return;
+        zloop_timer_end (self->loop, self->timer_id);
+        self->timer_id = -1;
+    }
+    int64_t delay = at - s_mono_ms ();
+    if (delay < 1)
+        delay = 1;
+    self->timer_id = zloop_timer (self->loop, (size_t)delay, 1, s_client_timer, self);
+    self->timer_at = at;
+}
+
+static int64_t
+s_pending_next (const s_pending_t *item)
+{
+    return item->resend_at < item->deadline ? item->resend_at : item->deadline;
+}
+
+/* Expires and re-sends what is due. Returns the next event's time.
+   Expired calls are collected by id first and looked up again before each
+   callback, because a callback may itself make calls (even synchronous
+   ones, which run this function again). */
+static int64_t
+s_client_service (ppm_rpc_client_t *self)
+{
+    int64_t now = s_mono_ms ();
+    int64_t next = INT64_MAX;
+    uint64_t *expired = NULL;
+    size_t expired_count = 0;
+    s_pending_t *item = (s_pending_t *)zhashx_first (self->pending);
+    while (item) {
+        if (item->deadline <= now) {
+            if (!expired) {
+                expired = (uint64_t *)malloc (zhashx_size (self->pending) * sizeof (uint64_t));
+                assert (expired);
+            }
+            expired[expired_count++] = item->id;
+        } else {
+            if (item->resend_at <= now) {
+                zframe_t *copy = zframe_dup (item->request);
+                if (zframe_send (&copy, self->dealer, ZFRAME_DONTWAIT) == 0)
+                    self->resent++;
+                zframe_destroy (&copy);
+                item->resend_at = now + item->backoff_ms;
+                item->backoff_ms *= 2;
+                if (item->backoff_ms > self->backoff_max_ms)
+                    item->backoff_ms = self->backoff_max_ms;
+                if (item->resend_at >= item->deadline)
+                    item->resend_at = INT64_MAX;
+            }
+            int64_t at = s_pending_next (item);
+            if (at < next)
+                next = at;
+        }
+        item = (s_pending_t *)zhashx_next (self->pending);
+    }
+    if (expired_count) {
+        ppm_status_t *status =
+            ppm_status_new (PPM_DEADLINE_EXCEEDED, "no reply before the deadline");
+        for (size_t i = 0; i < expired_count; i++) {
+            item = (s_pending_t *)zhashx_lookup (self->pending, &expired[i]);
+            if (item)
+                s_pending_complete (self, item, status, NULL, 0);
+        }
+        ppm_status_destroy (&status);
+    }
+    free (expired);
+    return next;
+}
+
+static int
+s_client_timer (zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    ppm_rpc_client_t *self = (ppm_rpc_client_t *)arg;
+    self->timer_id = -1;
+    int64_t next = s_client_service (self);
+    /* Callbacks may have armed a timer meanwhile; s_client_arm keeps the
+       earlier one. */
+    s_client_arm (self, next);
+    return 0;
+}
+
+/* Handles one reply message read from the DEALER. Takes msg. */
+static void
+s_client_dispatch (ppm_rpc_client_t *self, zmsg_t **msg_p)
+{
+    zmsg_t *msg = *msg_p;
+    Ppm__V1__Envelope *env = NULL;
+    zframe_t *body = zmsg_first (msg);
+    if (zmsg_size (msg) != 1 || zframe_size (body) == 0) {
+        self->dropped++;
+        goto cleanup;
+    }
+    env = ppm__v1__envelope__unpack (NULL, zframe_size (body), zframe_data (body));
+    if (!env || env->version != PPM_RPC_VERSION || env->kind != PPM__V1__KIND__KIND_REPLY) {
+        self->dropped++;
+        goto cleanup;
+    }
+    s_pending_t *item = (s_pending_t *)zhashx_lookup (self->pending, &env->request_id);
+    if (!item) {
+        /* A late reply to an expired call, or a duplicate answer to a
+           re-sent one: nobody waits for it. */
+        self->dropped++;
+        goto cleanup;
+    }
+    ppm_status_t *status = ppm_status_from_proto (env->status);
+    s_pending_complete (self, item, status, env->payload.data, env->payload.len);
+    ppm_status_destroy (&status);
+
+cleanup:
+    if (env)
+        ppm__v1__envelope__free_unpacked (env, NULL);
+    zmsg_destroy (msg_p);
+}
+
+static void
+s_client_drain (ppm_rpc_client_t *self)
+{
+    while (zsock_events (self->dealer) & ZMQ_POLLIN) {
+        zmsg_t *msg = zmsg_recv (self->dealer);
+        if (!msg)
+            break;
+        s_client_dispatch (self, &msg);
+    }
+}
+
+static int
+s_client_readable (zloop_t *loop, zsock_t *sock, void *arg)
+{
+    (void)loop;
+    (void)sock;
+    s_client_drain ((ppm_rpc_client_t *)arg);
+    return 0;
+}
+
+ppm_rpc_client_t *
+ppm_rpc_client_new (const char *endpoints)
+{
+    if (!endpoints || !*endpoints)
+        return NULL;
+    int max_msg = s_max_msg ();
+    if (max_msg < 0)
+        return NULL;
+    ppm_rpc_client_t *self = (ppm_rpc_client_t *)zmalloc (sizeof (ppm_rpc_client_t));
+    assert (self);
+    self->timer_id = -1;
+    self->timeout_ms = PPM_RPC_DEFAULT_TIMEOUT_MS;
+    self->backoff_first_ms = S_BACKOFF_FIRST_MS;
+    self->backoff_max_ms = S_BACKOFF_MAX_MS;
+    self->next_id = 1;
+    self->dealer = zsock_new (ZMQ_DEALER);
+    assert (self->dealer);
+    zsock_set_maxmsgsize (self->dealer, max_msg);
+    zsock_set_sndhwm (self->dealer, S_HWM);
+    zsock_set_rcvhwm (self->dealer, S_HWM);
+    zsock_set_sndtimeo (self->dealer, 0);
+    zsock_set_linger (self->dealer, 0);
+    if (zsock_attach (self->dealer, endpoints, false) == -1) {
+        ppm_log_error ("rpc: cannot connect to \"%s\"", endpoints);
+        ppm_rpc_client_destroy (&self);
+        return NULL;
+    }
+    self->poller = zpoller_new (self->dealer, NULL);
+    assert (self->poller);
+    self->pending = zhashx_new ();
+    assert (self->pending);
+    zhashx_set_key_duplicator (self->pending, NULL);
+    zhashx_set_key_destructor (self->pending, NULL);
+    zhashx_set_key_hasher (self->pending, s_id_hash);
+    zhashx_set_key_comparator (self->pending, s_id_compare);
+    return self;
+}
+
+void
+ppm_rpc_client_destroy (ppm_rpc_client_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ppm_rpc_client_t *self = *self_p;
+    if (self->pending) {
+        ppm_status_t *status = ppm_status_new (PPM_CANCELLED, "the client was destroyed");
+        s_pending_t *item = (s_pending_t *)zhashx_first (self->pending);
+        while (item) {
+            s_pending_complete (self, item, status, NULL, 0);
+            item = (s_pending_t *)zhashx_first (self->pending);
+        }
+        ppm_status_destroy (&status);
+        zhashx_destroy (&self->pending);
+    }
+    if (self->loop) {
+        if (self->timer_id != -1)
+            zloop_timer_end (self->loop, self->timer_id);
+        zloop_reader_end (self->loop, self->dealer);
+    }
+    zpoller_destroy (&self->poller);
+    zsock_destroy (&self->dealer);
+    free (self);
+    *self_p = NULL;
+}
+
+void
+ppm_rpc_client_set_timeout (ppm_rpc_client_t *self, int timeout_ms)
+{
+    assert (self);
+    if (timeout_ms > 0)
+        self->timeout_ms = timeout_ms;
+}
+
+void
+ppm_rpc_client_set_backoff (ppm_rpc_client_t *self, int first_ms, int max_ms)
+{
+    assert (self);
+    if (first_ms > 0)
+        self->backoff_first_ms = first_ms;
+    if (max_ms >= self->backoff_first_ms)
+        self->backoff_max_ms = max_ms;
+}
+
+int
+ppm_rpc_client_attach (ppm_rpc_client_t *self, zloop_t *loop)
+{
+    assert (self);
+    if (!loop || self->loop)
+        return -1;
+    if (zloop_reader (loop, self->dealer, s_client_readable, self) == -1)
+        return -1;
+    self->loop = loop;
+    int64_t next = INT64_MAX;
+    s_pending_t *item = (s_pending_t *)zhashx_first (self->pending);
+    while (item) {
+        int64_t at = s_pending_next (item);
+        if (at < next)
+            next = at;
+        item = (s_pending_t *)zhashx_next (self->pending);
+    }
+    s_client_arm (self, next);
+    return 0;
+}
+
+zsock_t *
+ppm_rpc_client_sock (ppm_rpc_client_t *self)
+{
+    assert (self);
+    return self->dealer;
+}
+
+size_t
+ppm_rpc_client_pending (ppm_rpc_client_t *self)
+{
+    assert (self);
+    return zhashx_size (self->pending);
+}
+
+uint64_t
+ppm_rpc_client_dropped (ppm_rpc_client_t *self)
+{
+    assert (self);
+    return self->dropped;
+}
+
+uint64_t
+ppm_rpc_client_resent (ppm_rpc_client_t *self)
+{
+    assert (self);
+    return self->resent;
+}
+
+/* Sends a request and records it; returns the pending entry or NULL. */
+static s_pending_t *
+s_client_send (ppm_rpc_client_t *self, const ppm_rpc_req_t *req, const ProtobufCMessage *msg,
+               ppm_rpc_reply_fn *fn, void *arg)
+{
+    if (!req || !req->method || !*req->method || !fn)
+        return NULL;
+    int timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : self->timeout_ms;
+    char fresh_trace[33];
+    const char *trace_id = req->trace_id;
+    if (!trace_id || !*trace_id)
+        trace_id = ppm_log_trace_id ();
+    if (!trace_id || !*trace_id) {
+        ppm_rpc_new_trace_id (fresh_trace);
+        trace_id = fresh_trace;
+    }
+    size_t size = 0;
+    uint8_t *payload = s_pack_message (msg, &size);
+    Ppm__V1__Envelope env = PPM__V1__ENVELOPE__INIT;
+    env.version = PPM_RPC_VERSION;
+    env.kind = PPM__V1__KIND__KIND_REQUEST;
+    env.method = (char *)req->method;
+    env.request_id = self->next_id++;
+    env.deadline_ms = ppm_clock_real_ms () + timeout_ms;
+    env.trace_id = (char *)trace_id;
+    env.tenant_id = (char *)(req->tenant ? req->tenant : "");
+    env.payload.data = payload;
+    env.payload.len = size;
+    zframe_t *frame = s_envelope_frame (&env);
+    free (payload);
+
+    zframe_t *copy = req->idempotent ? zframe_dup (frame) : NULL;
+    int rc = zframe_send (&frame, self->dealer, ZFRAME_DONTWAIT);
+    zframe_destroy (&frame);
+    if (rc == -1) {
+        zframe_destroy (&copy);
+        return NULL;
+    }
+    s_pending_t *item = (s_pending_t *)zmalloc (sizeof (s_pending_t));
+    assert (item);
+    int64_t now = s_mono_ms ();
+    item->id = env.request_id;
+    item->request = copy;
+    item->deadline = now + timeout_ms;
+    item->resend_at = INT64_MAX;
+    item->backoff_ms = self->backoff_first_ms;
+    if (req->idempotent && now + item->backoff_ms < item->deadline) {
+        item->resend_at = now + item->backoff_ms;
+        item->backoff_ms *= 2;
+        if (item->backoff_ms > self->backoff_max_ms)
+            item->backoff_ms = self->backoff_max_ms;
+    }
+    item->fn = fn;
+    item->arg = arg;
+    zhashx_insert (self->pending, &item->id, item);
+    s_client_arm (self, s_pending_next (item));
+    return item;
+}
+
+int
+ppm_rpc_client_call (ppm_rpc_client_t *self, const ppm_rpc_req_t *req, const ProtobufCMessage *msg,
+                     ppm_rpc_reply_fn *fn, void *arg)
+{
+    assert (self);
+    return s_client_send (self, req, msg, fn, arg) ? 0 : -1;
+}
+
+typedef struct {
+    bool done;                                    /* the reply or expiry came */
+    ppm_status_t *status;                         /* copy of a failure */
+    const ProtobufCMessageDescriptor *descriptor; /* reply type, or NULL */
+    ProtobufCMessage *reply;                      /* unpacked reply */
+} s_sync_t;
+
+static ppm_status_t *
+s_status_copy (const ppm_status_t *status)
+{
+    ppm_status_t *copy =
+        ppm_status_new (ppm_status_code (status), "%s", ppm_status_message (status));
+    for (size_t i = 0; i < ppm_status_field_count (status); i++)
+        ppm_status_add_field (copy, ppm_status_field_name (status, i), "%s",
+                              ppm_status_field_description (status, i));
+    return copy;
+}
+
+static void
+s_sync_reply (const ppm_status_t *status, const uint8_t *payload, size_t size, void *arg)
+{
+    s_sync_t *sync = (s_sync_t *)arg;
+    sync->done = true;
+    if (status) {
+        sync->status = s_status_copy (status);
+        return;
+    }
+    if (!sync->descriptor)
+        return;
+    static const uint8_t empty[1] = {0};
+    sync->reply =
+        protobuf_c_message_unpack (sync->descriptor, NULL, size, payload ? payload : empty);
+    if (!sync->reply)
+        sync->status =
+            ppm_status_new (PPM_INTERNAL, "the reply is not a valid %s", sync->descriptor->name);
+}
+
+ppm_status_t *
+ppm_rpc_client_call_sync (ppm_rpc_client_t *self, const ppm_rpc_req_t *req,
+                          const ProtobufCMessage *msg,
+                          const ProtobufCMessageDescriptor *reply_descriptor,
+                          ProtobufCMessage **reply_p)
+{
+    assert (self);
+    if (reply_p)
+        *reply_p = NULL;
+    s_sync_t sync = {false, NULL, reply_p ? reply_descriptor : NULL, NULL};
+    s_pending_t *item = s_client_send (self, req, msg, s_sync_reply, &sync);
+    if (!item)
+        return ppm_status_new (PPM_UNAVAILABLE, "the request could not be sent");
+    uint64_t id = item->id;
+    while (!sync.done) {
+        int64_t next = s_client_service (self);
+        if (sync.done)
+            break;
+        int64_t wait = next == INT64_MAX ? 1000 : next - s_mono_ms ();
+        if (wait < 0)
+            wait = 0;
+        zpoller_wait (self->poller, (int)wait);
+        if (zpoller_terminated (self->poller)) {
+            item = (s_pending_t *)zhashx_lookup (self->pending, &id);
+            if (item) {
+                ppm_status_t *status = ppm_status_new (PPM_CANCELLED, "interrupted");
+                s_pending_complete (self, item, status, NULL, 0);
+                ppm_status_destroy (&status);
+            }
+            break;
+        }
+        s_client_drain (self);
+    }
+    /* Re-arm the loop's timer for calls that are still pending. */
+    if (self->loop && zhashx_size (self->pending))
+        s_client_arm (self, s_mono_ms () + 1);
+    if (sync.status) {
+        if (sync.reply)
+            protobuf_c_message_free_unpacked (sync.reply, NULL);
+        return sync.status;
+    }
+    if (reply_p)
+        *reply_p = sync.reply;
+    return NULL;
+}

@@ -1,0 +1,901 @@
+/*  Tests of ppm_rpc and ppm_events over real TCP sockets on 127.0.0.1.
+
+    The RPC server under test runs as an actor (its own thread and zloop)
+    with a few test methods; the client runs in the test thread, either
+    synchronously or attached to a zloop of its own. Misbehaving peers are
+    raw DEALER / PUB sockets that send whatever the test wants.
+*/
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "ppm_clock.h"
+#include "ppm_events.h"
+#include "ppm_log.h"
+#include "ppm_rpc.h"
+#include "proto/echo.pb-c.h"
+
+#define S_MAX_MSG 65536
+
+/* ---- the server actor ------------------------------------------------- */
+
+typedef struct {
+    zloop_t *loop;
+    ppm_rpc_server_t *server;
+    zlistx_t *held;       /* calls waiting for their sleep_ms timer */
+    zhashx_t *flaky_seen; /* request ids test.Flaky has ignored once */
+    uint64_t handled;     /* handler runs of test.Echo */
+    uint64_t flaky;       /* handler runs of test.Flaky */
+} s_server_t;
+
+typedef struct {
+    s_server_t *server;
+    ppm_rpc_call_t *call;
+    void *handle;
+    Ppm__V1__EchoReply *reply;
+    uint8_t *data;
+} s_held_t;
+
+static void
+s_held_free (s_held_t **held_p)
+{
+    s_held_t *held = *held_p;
+    ppm_rpc_call_discard (&held->call);
+    free (held->data);
+    free (held);
+    *held_p = NULL;
+}
+
+static int
+s_held_fire (zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    s_held_t *held = (s_held_t *)arg;
+    Ppm__V1__EchoReply reply = PPM__V1__ECHO_REPLY__INIT;
+    size_t size = 0;
+    const uint8_t *unused = ppm_rpc_call_payload (held->call, &size);
+    (void)unused;
+    Ppm__V1__EchoRequest *req = (Ppm__V1__EchoRequest *)ppm_rpc_call_unpack (
+        held->call, &ppm__v1__echo_request__descriptor);
+    reply.data = req->data;
+    ppm_rpc_call_reply (&held->call, &reply.base);
+    protobuf_c_message_free_unpacked (&req->base, NULL);
+    zlistx_delete (held->server->held, held->handle);
+    s_held_free (&held);
+    return 0;
+}
+
+static void
+s_echo (ppm_rpc_call_t *call, void *arg)
+{
+    s_server_t *self = (s_server_t *)arg;
+    self->handled++;
+    Ppm__V1__EchoRequest *req =
+        (Ppm__V1__EchoRequest *)ppm_rpc_call_unpack (call, &ppm__v1__echo_request__descriptor);
+    if (!req) {
+        ppm_rpc_call_error (&call, PPM_INVALID_ARGUMENT, "not an EchoRequest");
+        return;
+    }
+    if (req->sleep_ms > 0) {
+        s_held_t *held = (s_held_t *)calloc (1, sizeof (s_held_t));
+        held->server = self;
+        held->call = call;
+        held->handle = zlistx_add_end (self->held, held);
+        zloop_timer (self->loop, (size_t)req->sleep_ms, 1, s_held_fire, held);
+    } else {
+        Ppm__V1__EchoReply reply = PPM__V1__ECHO_REPLY__INIT;
+        reply.data = req->data;
+        ppm_rpc_call_reply (&call, &reply.base);
+    }
+    protobuf_c_message_free_unpacked (&req->base, NULL);
+}
+
+/* Answers "<log trace id>|<log tenant>|<call tenant>". */
+static void
+s_context (ppm_rpc_call_t *call, void *arg)
+{
+    (void)arg;
+    char *text =
+        zsys_sprintf ("%s|%s|%s", ppm_log_trace_id () ? ppm_log_trace_id () : "",
+                      ppm_log_tenant_id () ? ppm_log_tenant_id () : "", ppm_rpc_call_tenant (call));
+    Ppm__V1__EchoReply reply = PPM__V1__ECHO_REPLY__INIT;
+    reply.data.data = (uint8_t *)text;
+    reply.data.len = strlen (text);
+    ppm_rpc_call_reply (&call, &reply.base);
+    zstr_free (&text);
+}
+
+/* Ignores the first attempt of every request id, answers the next. */
+static void
+s_flaky (ppm_rpc_call_t *call, void *arg)
+{
+    s_server_t *self = (s_server_t *)arg;
+    self->flaky++;
+    char key[32];
+    snprintf (key, sizeof key, "%llu", (unsigned long long)ppm_rpc_call_request_id (call));
+    if (!zhashx_lookup (self->flaky_seen, key)) {
+        zhashx_insert (self->flaky_seen, key, (void *)1);
+        ppm_rpc_call_discard (&call);
+        return;
+    }
+    ppm_rpc_call_reply (&call, NULL);
+}
+
+static int
+s_server_pipe (zloop_t *loop, zsock_t *pipe, void *arg)
+{
+    (void)loop;
+    s_server_t *self = (s_server_t *)arg;
+    char *command = zstr_recv (pipe);
+    if (!command)
+        return -1;
+    int rc = 0;
+    if (streq (command, "$TERM"))
+        rc = -1;
+    else if (streq (command, "STATS"))
+        zsock_send (pipe, "8888", ppm_rpc_server_requests (self->server),
+                    ppm_rpc_server_rejected (self->server), self->handled, self->flaky);
+    zstr_free (&command);
+    return rc;
+}
+
+static void
+s_server_actor (zsock_t *pipe, void *args)
+{
+    (void)args;
+    s_server_t self = {0};
+    self.loop = zloop_new ();
+    self.held = zlistx_new ();
+    self.flaky_seen = zhashx_new ();
+    self.server = ppm_rpc_server_new (self.loop, "tcp://127.0.0.1:*");
+    assert (self.server);
+    ppm_rpc_server_handle (self.server, "test.Echo", s_echo, &self);
+    ppm_rpc_server_handle (self.server, "test.Context", s_context, &self);
+    ppm_rpc_server_handle (self.server, "test.Flaky", s_flaky, &self);
+    zloop_reader (self.loop, pipe, s_server_pipe, &self);
+    zsock_signal (pipe, 0);
+    zstr_send (pipe, ppm_rpc_server_endpoint (self.server));
+    zloop_start (self.loop);
+    s_held_t *held = (s_held_t *)zlistx_first (self.held);
+    while (held) {
+        s_held_free (&held);
+        held = (s_held_t *)zlistx_next (self.held);
+    }
+    zlistx_destroy (&self.held);
+    zhashx_destroy (&self.flaky_seen);
+    ppm_rpc_server_destroy (&self.server);
+    zloop_destroy (&self.loop);
+}
+
+static zactor_t *
+s_server_start (char **endpoint)
+{
+    zactor_t *actor = zactor_new (s_server_actor, NULL);
+    assert_non_null (actor);
+    *endpoint = zstr_recv (actor);
+    assert_non_null (*endpoint);
+    return actor;
+}
+
+typedef struct {
+    uint64_t requests, rejected, handled, flaky;
+} s_stats_t;
+
+static s_stats_t
+s_server_stats (zactor_t *actor)
+{
+    s_stats_t stats;
+    zstr_send (actor, "STATS");
+    assert_int_equal (
+        zsock_recv (actor, "8888", &stats.requests, &stats.rejected, &stats.handled, &stats.flaky),
+        0);
+    return stats;
+}
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static ppm_status_t *
+s_echo_sync (ppm_rpc_client_t *client, const char *text, int sleep_ms, int timeout_ms,
+             char **reply_text)
+{
+    Ppm__V1__EchoRequest req = PPM__V1__ECHO_REQUEST__INIT;
+    req.data.data = (uint8_t *)text;
+    req.data.len = strlen (text);
+    req.sleep_ms = sleep_ms;
+    ppm_rpc_req_t r = {.method = "test.Echo", .tenant = "t_1", .timeout_ms = timeout_ms};
+    Ppm__V1__EchoReply *reply = NULL;
+    ppm_status_t *status = ppm_rpc_client_call_sync (
+        client, &r, &req.base, &ppm__v1__echo_reply__descriptor, (ProtobufCMessage **)&reply);
+    if (reply_text)
+        *reply_text = NULL;
+    if (reply) {
+        if (reply_text)
+            *reply_text = strndup ((const char *)reply->data.data, reply->data.len);
+        protobuf_c_message_free_unpacked (&reply->base, NULL);
+    }
+    return status;
+}
+
+/* Packs an envelope into a frame and sends it from a raw DEALER. */
+static void
+s_raw_send (zsock_t *dealer, const Ppm__V1__Envelope *env, size_t cut)
+{
+    size_t size = ppm__v1__envelope__get_packed_size (env);
+    uint8_t *buf = malloc (size);
+    ppm__v1__envelope__pack (env, buf);
+    assert_true (cut < size);
+    zframe_t *frame = zframe_new (buf, size - cut);
+    free (buf);
+    assert_int_equal (zframe_send (&frame, dealer, 0), 0);
+}
+
+/* Waits for one reply envelope on a raw DEALER; NULL on timeout. */
+static Ppm__V1__Envelope *
+s_raw_reply (zsock_t *dealer, int timeout_ms)
+{
+    zpoller_t *poller = zpoller_new (dealer, NULL);
+    void *which = zpoller_wait (poller, timeout_ms);
+    zpoller_destroy (&poller);
+    if (!which)
+        return NULL;
+    zframe_t *frame = zframe_recv (dealer);
+    Ppm__V1__Envelope *env =
+        ppm__v1__envelope__unpack (NULL, zframe_size (frame), zframe_data (frame));
+    zframe_destroy (&frame);
+    assert_non_null (env);
+    return env;
+}
+
+static void
+s_assert_reply (zsock_t *dealer, uint64_t id, ppm_code_t code)
+{
+    Ppm__V1__Envelope *env = s_raw_reply (dealer, 2000);
+    assert_non_null (env);
+    assert_int_equal (env->kind, PPM__V1__KIND__KIND_REPLY);
+    assert_int_equal (env->request_id, id);
+    assert_non_null (env->status);
+    assert_int_equal (env->status->code, code);
+    ppm__v1__envelope__free_unpacked (env, NULL);
+}
+
+/* Runs loop until *counter reaches target or timeout_ms passes. */
+typedef struct {
+    int *counter;
+    int target;
+    int64_t until;
+} s_wait_t;
+
+static int
+s_wait_tick (zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    s_wait_t *wait = (s_wait_t *)arg;
+    if (*wait->counter >= wait->target || zclock_mono () >= wait->until)
+        return -1;
+    return 0;
+}
+
+static void
+s_loop_until (zloop_t *loop, int *counter, int target, int timeout_ms)
+{
+    s_wait_t wait = {counter, target, zclock_mono () + timeout_ms};
+    int id = zloop_timer (loop, 2, 0, s_wait_tick, &wait);
+    zloop_start (loop);
+    zloop_timer_end (loop, id);
+}
+
+/* ---- tests ------------------------------------------------------------ */
+
+static void
+test_round_trip_and_context (void **state)
+{
+    (void)state;
+    char *endpoint;
+    zactor_t *server = s_server_start (&endpoint);
+    ppm_rpc_client_t *client = ppm_rpc_client_new (endpoint);
+    assert_non_null (client);
+
+    char *text = NULL;
+    ppm_status_t *status = s_echo_sync (client, "hello", 0, 2000, &text);
+    assert_null (status);
+    assert_string_equal (text, "hello");
+    free (text);
+
+    ppm_rpc_req_t ping = {.method = "sys.Ping"};
+    status = ppm_rpc_client_call_sync (client, &ping, NULL, NULL, NULL);
+    assert_null (status);
+
+    /* Explicit trace id and tenant reach the handler's log context. */
+    ppm_rpc_req_t ctx = {
+        .method = "test.Context", .tenant = "t_42", .trace_id = "0123456789abcdef0123456789abcdef"};
+    Ppm__V1__EchoReply *reply = NULL;
+    status = ppm_rpc_client_call_sync (client, &ctx, NULL, &ppm__v1__echo_reply__descriptor,
+                                       (ProtobufCMessage **)&reply);
+    assert_null (status);
+    assert_memory_equal (reply->data.data, "0123456789abcdef0123456789abcdef|t_42|t_42",
+                         reply->data.len);
+    protobuf_c_message_free_unpacked (&reply->base, NULL);
+
+    /* Without one, this thread's log context is used ... */
+    ppm_log_context ("fedcba9876543210fedcba9876543210", "t_7");
+    ctx.trace_id = NULL;
+    ctx.tenant = "t_7";
+    status = ppm_rpc_client_call_sync (client, &ctx, NULL, &ppm__v1__echo_reply__descriptor,
+                                       (ProtobufCMessage **)&reply);
+    assert_null (status);
+    assert_int_equal (reply->data.len, strlen ("fedcba9876543210fedcba9876543210|t_7|t_7"));
+    assert_memory_equal (reply->data.data, "fedcba9876543210fedcba9876543210|t_7|t_7",
+                         reply->data.len);
+    protobuf_c_message_free_unpacked (&reply->base, NULL);
+
+    /* ... else a fresh one (32 hex). */
+    ppm_log_context (NULL, NULL);
+    ctx.tenant = NULL;
+    status = ppm_rpc_client_call_sync (client, &ctx, NULL, &ppm__v1__echo_reply__descriptor,
+                                       (ProtobufCMessage **)&reply);
+    assert_null (status);
+    assert_int_equal (reply->data.len, 32 + 2);
+    for (size_t i = 0; i < 32; i++)
+        assert_non_null (strchr ("0123456789abcdef", reply->data.data[i]));
+    protobuf_c_message_free_unpacked (&reply->base, NULL);
+
+    /* A payload that is not the method's message is the handler's
+       INVALID_ARGUMENT, and the server keeps going. */
+    ppm_rpc_req_t bad = {.method = "test.Echo"};
+    Ppm__V1__Envelope not_echo = PPM__V1__ENVELOPE__INIT;
+    not_echo.version = 5; /* field 1 as a varint, where EchoRequest has bytes */
+    status = ppm_rpc_client_call_sync (client, &bad, &not_echo.base, NULL, NULL);
+    assert_non_null (status);
+    assert_int_equal (ppm_status_code (status), PPM_INVALID_ARGUMENT);
+    ppm_status_destroy (&status);
+
+    assert_int_equal (ppm_rpc_client_pending (client), 0);
+    ppm_rpc_client_destroy (&client);
+    ppm_rpc_client_destroy (&client);
+    assert_null (client);
+    zactor_destroy (&server);
+    zstr_free (&endpoint);
+}
+
+typedef struct {
+    int *done;
+    int index;
+    int bad;
+} s_pipe_call_t;
+
+static int s_pipe_errors;
+
+static void
+s_pipe_reply (const ppm_status_t *status, const uint8_t *payload, size_t size, void *arg)
+{
+    s_pipe_call_t *call = (s_pipe_call_t *)arg;
+    (*call->done)++;
+    Ppm__V1__EchoReply *reply = status ? NULL : ppm__v1__echo_reply__unpack (NULL, size, payload);
+    char expected[16];
+    snprintf (expected, sizeof expected, "%d", call->index);
+    if (!reply || reply->data.len != strlen (expected) ||
+        memcmp (reply->data.data, expected, reply->data.len) != 0)
+        s_pipe_errors++;
+    if (reply)
+        ppm__v1__echo_reply__free_unpacked (reply, NULL);
+}
+
+static void
+test_many_in_flight (void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    char *endpoint;
+    zactor_t *server = s_server_start (&endpoint);
+    ppm_rpc_client_t *client = ppm_rpc_client_new (endpoint);
+    zloop_t *loop = zloop_new ();
+    assert_int_equal (ppm_rpc_client_attach (client, loop), 0);
+    assert_int_equal (ppm_rpc_client_attach (client, loop), -1);
+
+    static s_pipe_call_t calls[N];
+    int done = 0;
+    s_pipe_errors = 0;
+    for (int i = 0; i < N; i++) {
+        char text[16];
+        snprintf (text, sizeof text, "%d", i);
+        Ppm__V1__EchoRequest req = PPM__V1__ECHO_REQUEST__INIT;
+        req.data.data = (uint8_t *)text;
+        req.data.len = strlen (text);
+        calls[i] = (s_pipe_call_t){&done, i, 0};
+        ppm_rpc_req_t r = {.method = "test.Echo", .tenant = "t_1", .timeout_ms = 5000};
+        assert_int_equal (ppm_rpc_client_call (client, &r, &req.base, s_pipe_reply, &calls[i]), 0);
+    }
+    assert_int_equal (ppm_rpc_client_pending (client), N);
+    s_loop_until (loop, &done, N, 5000);
+    assert_int_equal (done, N);
+    assert_int_equal (s_pipe_errors, 0);
+    assert_int_equal (ppm_rpc_client_pending (client), 0);
+    s_stats_t stats = s_server_stats (server);
+    assert_int_equal (stats.handled, N);
+    assert_int_equal (stats.rejected, 0);
+
+    ppm_rpc_client_destroy (&client);
+    zloop_destroy (&loop);
+    zactor_destroy (&server);
+    zstr_free (&endpoint);
+}
+
+typedef struct {
+    int calls;
+    ppm_code_t code;
+} s_record_t;
+
+static void
+s_record (const ppm_status_t *status, const uint8_t *payload, size_t size, void *arg)
+{
+    (void)payload;
+    (void)size;
+    s_record_t *record = (s_record_t *)arg;
+    record->calls++;
+    record->code = ppm_status_code (status);
+}
+
+static void
+test_deadline_expires (void **state)
+{
+    (void)state;
+    char *endpoint;
+    zactor_t *server = s_server_start (&endpoint);
+    ppm_rpc_client_t *client = ppm_rpc_client_new (endpoint);
+
+    int64_t start = zclock_mono ();
+    ppm_status_t *status = s_echo_sync (client, "slow", 400, 100, NULL);
+    int64_t took = zclock_mono () - start;
+    assert_non_null (status);
+    assert_int_equal (ppm_status_code (status), PPM_DEADLINE_EXCEEDED);
+    assert_true (took >= 90 && took < 350);
+    ppm_status_destroy (&status);
+    assert_int_equal (ppm_rpc_client_pending (client), 0);
+
+    /* The same through an attached loop: the callback runs once, with
+       DEADLINE_EXCEEDED, and the late reply is dropped silently. */
+    zloop_t *loop = zloop_new ();
+    ppm_rpc_client_attach (client, loop);
+    s_record_t record = {0, PPM_OK};
+    Ppm__V1__EchoRequest req = PPM__V1__ECHO_REQUEST__INIT;
+    req.sleep_ms = 300;
+    ppm_rpc_req_t r = {.method = "test.Echo", .timeout_ms = 100};
+    assert_int_equal (ppm_rpc_client_call (client, &r, &req.base, s_record, &record), 0);
+    s_loop_until (loop, &record.calls, 1, 2000);
+    assert_int_equal (record.calls, 1);
+    assert_int_equal (record.code, PPM_DEADLINE_EXCEEDED);
+    int never = 0;
+    s_loop_until (loop, &never, 1, 700); /* both late replies arrive */
+    assert_int_equal (record.calls, 1);
+    assert_int_equal (ppm_rpc_client_dropped (client), 2);
+
+    char *text = NULL;
+    status = s_echo_sync (client, "after", 0, 2000, &text);
+    assert_null (status);
+    assert_string_equal (text, "after");
+    free (text);
+
+    ppm_rpc_client_destroy (&client);
+    zloop_destroy (&loop);
+    zactor_destroy (&server);
+    zstr_free (&endpoint);
+}
+
+static void
+test_unknown_method (void **state)
+{
+    (void)state;
+    char *endpoint;
+    zactor_t *server = s_server_start (&endpoint);
+    ppm_rpc_client_t *client = ppm_rpc_client_new (endpoint);
+    ppm_rpc_req_t r = {.method = "nope.Nothing"};
+    ppm_status_t *status = ppm_rpc_client_call_sync (client, &r, NULL, NULL, NULL);
+    assert_non_null (status);
+    assert_int_equal (ppm_status_code (status), PPM_UNIMPLEMENTED);
+    assert_non_null (strstr (ppm_status_message (status), "nope.Nothing"));
+    ppm_status_destroy (&status);
+    s_stats_t stats = s_server_stats (server);
+    assert_int_equal (stats.rejected, 1);
+    ppm_rpc_client_destroy (&client);
+    zactor_destroy (&server);
+    zstr_free (&endpoint);
+}
+
+static void
+test_deadline_on_arrival (void **state)
+{
+    (void)state;
+    char *endpoint;
+    zactor_t *server = s_server_start (&endpoint);
+    zsock_t *raw = zsock_new_dealer (endpoint);
+    Ppm__V1__Envelope env = PPM__V1__ENVELOPE__INIT;
+    env.version = 1;
+    env.kind = PPM__V1__KIND__KIND_REQUEST;
+    env.method = "test.Echo";
+    env.request_id = 11;
+    env.deadline_ms = ppm_clock_real_ms () - 1000;
+    s_raw_send (raw, &env, 0);
+    s_assert_reply (raw, 11, PPM_DEADLINE_EXCEEDED);
+    s_stats_t stats = s_server_stats (server);
+    assert_int_equal (stats.handled, 0);
+    assert_int_equal (stats.rejected, 1);
+
+    /* No deadline at all (0) is accepted. */
+    env.deadline_ms = 0;
+    env.request_id = 12;
+    s_raw_send (raw, &env, 0);
+    Ppm__V1__Envelope *reply = s_raw_reply (raw, 2000);
+    assert_non_null (reply);
+    assert_int_equal (reply->request_id, 12);
+    assert_null (reply->status);
+    ppm__v1__envelope__free_unpacked (reply, NULL);
+
+    zsock_destroy (&raw);
+    zactor_destroy (&server);
+    zstr_free (&endpoint);
+}
+
+static void
+test_garbage_and_oversize (void **state)
+{
+    (void)state;
+    char *endpoint;
+    zactor_t *server = s_server_start (&endpoint);
+    zsock_t *raw = zsock_new_dealer (endpoint);
+
+    /* An empty frame and random bytes: dropped, no reply. */
+    zframe_t *frame = zframe_new (NULL, 0);
+    zframe_send (&frame, raw, 0);
+    uint8_t noise[200];
+    uint32_t x = 12345;
+    for (size_t i = 0; i < sizeof noise; i++) {
+        x = x * 1103515245 + 12345;
+        noise[i] = (uint8_t)(x >> 16);
+    }
+    noise[0] = 0xff; /* an invalid tag: not even a request id to read */
+    frame = zframe_new (noise, sizeof noise);
+    zframe_send (&frame, raw, 0);
+    assert_null (s_raw_reply (raw, 200));
+
+    /* A valid envelope but two frames. */
+    Ppm__V1__Envelope env = PPM__V1__ENVELOPE__INIT;
+    env.version = 1;
+    env.kind = PPM__V1__KIND__KIND_REQUEST;
+    env.method = "test.Echo";
+    env.request_id = 7;
+    size_t size = ppm__v1__envelope__get_packed_size (&env);
+    uint8_t buf[256];
+    ppm__v1__envelope__pack (&env, buf);
+    zsock_send (raw, "bs", buf, size, "extra");
+    s_assert_reply (raw, 7, PPM_INVALID_ARGUMENT);
+
+    /* Wrong version, wrong kind. */
+    env.version = 2;
+    env.request_id = 8;
+    s_raw_send (raw, &env, 0);
+    s_assert_reply (raw, 8, PPM_INVALID_ARGUMENT);
+    env.version = 1;
+    env.kind = PPM__V1__KIND__KIND_REPLY;
+    env.request_id = 9;
+    s_raw_send (raw, &env, 0);
+    s_assert_reply (raw, 9, PPM_INVALID_ARGUMENT);
+
+    /* Truncated: unpack fails, but the request id is readable. */
+    env.kind = PPM__V1__KIND__KIND_REQUEST;
+    env.request_id = 10;
+    uint8_t payload[100] = {0};
+    env.payload.data = payload;
+    env.payload.len = sizeof payload;
+    s_raw_send (raw, &env, 10);
+    s_assert_reply (raw, 10, PPM_INVALID_ARGUMENT);
+
+    /* Oversize: libzmq drops the connection, the server stays. */
+    size_t big = S_MAX_MSG * 2;
+    uint8_t *huge = calloc (1, big);
+    frame = zframe_new (huge, big);
+    free (huge);
+    zframe_send (&frame, raw, 0);
+    assert_null (s_raw_reply (raw, 300));
+
+    ppm_rpc_client_t *client = ppm_rpc_client_new (endpoint);
+    char *text = NULL;
+    ppm_status_t *status = s_echo_sync (client, "still here", 0, 2000, &text);
+    assert_null (status);
+    assert_string_equal (text, "still here");
+    free (text);
+
+    s_stats_t stats = s_server_stats (server);
+    assert_int_equal (stats.rejected, 6);
+    assert_int_equal (stats.handled, 1);
+
+    ppm_rpc_client_destroy (&client);
+    zsock_destroy (&raw);
+    zactor_destroy (&server);
+    zstr_free (&endpoint);
+}
+
+static void
+test_idempotent_retry (void **state)
+{
+    (void)state;
+    char *endpoint;
+    zactor_t *server = s_server_start (&endpoint);
+    ppm_rpc_client_t *client = ppm_rpc_client_new (endpoint);
+
+    ppm_rpc_req_t r = {.method = "test.Flaky", .timeout_ms = 2000, .idempotent = true};
+    int64_t start = zclock_mono ();
+    ppm_status_t *status = ppm_rpc_client_call_sync (client, &r, NULL, NULL, NULL);
+    int64_t took = zclock_mono () - start;
+    assert_null (status);
+    assert_true (took >= 40 && took < 1000);
+    assert_int_equal (ppm_rpc_client_resent (client), 1);
+    s_stats_t stats = s_server_stats (server);
+    assert_int_equal (stats.flaky, 2);
+
+    /* Not idempotent: sent once, never re-sent, so it times out. */
+    r.idempotent = false;
+    r.timeout_ms = 300;
+    status = ppm_rpc_client_call_sync (client, &r, NULL, NULL, NULL);
+    assert_non_null (status);
+    assert_int_equal (ppm_status_code (status), PPM_DEADLINE_EXCEEDED);
+    ppm_status_destroy (&status);
+    assert_int_equal (ppm_rpc_client_resent (client), 1);
+    stats = s_server_stats (server);
+    assert_int_equal (stats.flaky, 3);
+
+    ppm_rpc_client_destroy (&client);
+    zactor_destroy (&server);
+    zstr_free (&endpoint);
+}
+
+static void
+test_sync_dispatches_others_and_destroy_cancels (void **state)
+{
+    (void)state;
+    char *endpoint;
+    zactor_t *server = s_server_start (&endpoint);
+    ppm_rpc_client_t *client = ppm_rpc_client_new (endpoint);
+
+    /* An async call answered while a sync call waits. */
+    s_record_t early = {0, PPM_UNKNOWN};
+    Ppm__V1__EchoRequest req = PPM__V1__ECHO_REQUEST__INIT;
+    req.sleep_ms = 30;
+    ppm_rpc_req_t r = {.method = "test.Echo"};
+    assert_int_equal (ppm_rpc_client_call (client, &r, &req.base, s_record, &early), 0);
+    ppm_status_t *status = s_echo_sync (client, "x", 150, 2000, NULL);
+    assert_null (status);
+    assert_int_equal (early.calls, 1);
+    assert_int_equal (early.code, PPM_OK);
+
+    /* Pending calls are cancelled by destroy. */
+    s_record_t pending[3];
+    req.sleep_ms = 1000;
+    for (int i = 0; i < 3; i++) {
+        pending[i] = (s_record_t){0, PPM_OK};
+        assert_int_equal (ppm_rpc_client_call (client, &r, &req.base, s_record, &pending[i]), 0);
+    }
+    assert_int_equal (ppm_rpc_client_pending (client), 3);
+    ppm_rpc_client_destroy (&client);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal (pending[i].calls, 1);
+        assert_int_equal (pending[i].code, PPM_CANCELLED);
+    }
+    zactor_destroy (&server);
+    zstr_free (&endpoint);
+}
+
+static void
+test_several_endpoints (void **state)
+{
+    (void)state;
+    char *endpoint1, *endpoint2;
+    zactor_t *server1 = s_server_start (&endpoint1);
+    zactor_t *server2 = s_server_start (&endpoint2);
+    char *both = zsys_sprintf ("%s,%s", endpoint1, endpoint2);
+    ppm_rpc_client_t *client = ppm_rpc_client_new (both);
+    assert_non_null (client);
+    /* Let both connections come up so DEALER spreads over both. */
+    zclock_sleep (100);
+    for (int i = 0; i < 20; i++) {
+        ppm_status_t *status = s_echo_sync (client, "spread", 0, 2000, NULL);
+        assert_null (status);
+    }
+    s_stats_t stats1 = s_server_stats (server1);
+    s_stats_t stats2 = s_server_stats (server2);
+    assert_int_equal (stats1.handled + stats2.handled, 20);
+    assert_true (stats1.handled > 0);
+    assert_true (stats2.handled > 0);
+    ppm_rpc_client_destroy (&client);
+    zstr_free (&both);
+    zactor_destroy (&server1);
+    zactor_destroy (&server2);
+    zstr_free (&endpoint1);
+    zstr_free (&endpoint2);
+}
+
+static ppm_rpc_call_t *s_kept_call;
+static int s_kept_count;
+
+static void
+s_keep (ppm_rpc_call_t *call, void *arg)
+{
+    (void)arg;
+    s_kept_call = call;
+    s_kept_count++;
+}
+
+static void
+test_api_edges (void **state)
+{
+    (void)state;
+    zloop_t *loop = zloop_new ();
+    assert_null (ppm_rpc_server_new (loop, "bogus://nowhere"));
+    assert_null (ppm_rpc_server_new (loop, ""));
+    assert_null (ppm_rpc_client_new (""));
+    assert_null (ppm_rpc_client_new (NULL));
+    assert_null (ppm_events_pub_new ("bogus://x"));
+    assert_null (ppm_events_sub_new (""));
+
+    ppm_rpc_server_t *server = ppm_rpc_server_new (loop, "tcp://127.0.0.1:*");
+    assert_non_null (server);
+    assert_true (ppm_rpc_server_port (server) > 0);
+    assert_non_null (strstr (ppm_rpc_server_endpoint (server), "tcp://127.0.0.1:"));
+    assert_int_equal (ppm_rpc_server_handle (server, "sys.Ping", s_keep, NULL), -1);
+    assert_int_equal (ppm_rpc_server_handle (server, "test.Keep", s_keep, NULL), 0);
+    assert_int_equal (ppm_rpc_server_handle (server, "test.Keep", s_keep, NULL), -1);
+
+    /* A call kept past its server's end fails cleanly. */
+    ppm_rpc_client_t *client = ppm_rpc_client_new (ppm_rpc_server_endpoint (server));
+    ppm_rpc_client_attach (client, loop);
+    s_record_t record = {0, PPM_OK};
+    ppm_rpc_req_t r = {.method = "test.Keep", .timeout_ms = 200};
+    ppm_rpc_client_call (client, &r, NULL, s_record, &record);
+    s_kept_call = NULL;
+    s_kept_count = 0;
+    s_loop_until (loop, &s_kept_count, 1, 2000);
+    assert_non_null (s_kept_call);
+    ppm_rpc_server_destroy (&server);
+    assert_int_equal (ppm_rpc_call_reply (&s_kept_call, NULL), -1);
+    assert_null (s_kept_call);
+    ppm_rpc_client_destroy (&client);
+    assert_int_equal (record.calls, 1);
+    assert_int_equal (record.code, PPM_CANCELLED);
+
+    char trace[33];
+    ppm_rpc_new_trace_id (trace);
+    assert_int_equal (strlen (trace), 32);
+    char other[33];
+    ppm_rpc_new_trace_id (other);
+    assert_string_not_equal (trace, other);
+    zloop_destroy (&loop);
+}
+
+/* ---- events ----------------------------------------------------------- */
+
+typedef struct {
+    int count;
+    char name[64];
+    char tenant[64];
+    char data[64];
+} s_seen_t;
+
+static void
+s_seen (const ppm_event_t *event, void *arg)
+{
+    s_seen_t *seen = (s_seen_t *)arg;
+    seen->count++;
+    snprintf (seen->name, sizeof seen->name, "%s", event->name);
+    snprintf (seen->tenant, sizeof seen->tenant, "%s", event->tenant_id);
+    Ppm__V1__EchoReply *reply = ppm__v1__echo_reply__unpack (NULL, event->size, event->payload);
+    seen->data[0] = '\0';
+    if (reply) {
+        snprintf (seen->data, sizeof seen->data, "%.*s", (int)reply->data.len,
+                  (const char *)reply->data.data);
+        ppm__v1__echo_reply__free_unpacked (reply, NULL);
+    }
+}
+
+static void
+s_publish (ppm_events_pub_t *pub, const char *name, const char *tenant, const char *data)
+{
+    Ppm__V1__EchoReply msg = PPM__V1__ECHO_REPLY__INIT;
+    msg.data.data = (uint8_t *)data;
+    msg.data.len = strlen (data);
+    assert_int_equal (ppm_events_publish (pub, name, tenant, &msg.base), 0);
+}
+
+static void
+test_events_by_prefix (void **state)
+{
+    (void)state;
+    ppm_events_pub_t *pub = ppm_events_pub_new ("tcp://127.0.0.1:*");
+    assert_non_null (pub);
+    ppm_events_sub_t *sub = ppm_events_sub_new (ppm_events_pub_endpoint (pub));
+    assert_non_null (sub);
+    assert_int_equal (ppm_events_subscribe (sub, "session."), 0);
+    assert_int_equal (ppm_events_subscribe (sub, "config.changed.t_42"), 0);
+
+    /* PUB/SUB joins late: publish a probe until the first one arrives. */
+    s_seen_t seen = {0};
+    int64_t until = zclock_mono () + 3000;
+    while (seen.count == 0 && zclock_mono () < until) {
+        s_publish (pub, "session.probe", "t_1", "probe");
+        ppm_events_sub_wait (sub, 20, s_seen, &seen);
+    }
+    assert_true (seen.count > 0);
+    while (ppm_events_sub_wait (sub, 50, s_seen, &seen) == 1)
+        ;
+
+    seen.count = 0;
+    s_publish (pub, "config.changed", "t_43", "other tenant");
+    s_publish (pub, "payment.succeeded", "t_42", "other event");
+    s_publish (pub, "session.warning", "t_1", "warn");
+    assert_int_equal (ppm_events_sub_wait (sub, 1000, s_seen, &seen), 1);
+    assert_string_equal (seen.name, "session.warning");
+    assert_string_equal (seen.tenant, "t_1");
+    assert_string_equal (seen.data, "warn");
+    s_publish (pub, "config.changed", "t_42", "mine");
+    assert_int_equal (ppm_events_sub_wait (sub, 1000, s_seen, &seen), 1);
+    assert_string_equal (seen.name, "config.changed");
+    assert_string_equal (seen.tenant, "t_42");
+    assert_int_equal (ppm_events_sub_wait (sub, 100, s_seen, &seen), 0);
+    assert_int_equal (seen.count, 2);
+
+    /* Malformed messages on a subscribed topic are dropped and counted. */
+    zsock_t *raw = ppm_events_pub_sock (pub);
+    zsock_send (raw, "ss", "session.bad", "not an envelope");
+    zstr_send (raw, "session.one-frame");
+    Ppm__V1__Envelope env = PPM__V1__ENVELOPE__INIT;
+    env.version = 1;
+    env.kind = PPM__V1__KIND__KIND_EVENT;
+    env.method = "session.ended";
+    env.tenant_id = "t_1";
+    uint8_t buf[128];
+    size_t size = ppm__v1__envelope__pack (&env, buf);
+    zsock_send (raw, "sb", "session.ended.t_2", buf, size); /* topic lies */
+    assert_int_equal (ppm_events_sub_wait (sub, 300, s_seen, &seen), 0);
+    assert_int_equal (ppm_events_sub_dropped (sub), 3);
+    assert_int_equal (seen.count, 2);
+
+    /* Delivery through a loop. */
+    zloop_t *loop = zloop_new ();
+    assert_int_equal (ppm_events_sub_attach (sub, loop, s_seen, &seen), 0);
+    s_publish (pub, "session.ended", "t_9", "bye");
+    s_loop_until (loop, &seen.count, 3, 2000);
+    assert_int_equal (seen.count, 3);
+    assert_string_equal (seen.tenant, "t_9");
+
+    ppm_events_sub_destroy (&sub);
+    ppm_events_sub_destroy (&sub);
+    ppm_events_pub_destroy (&pub);
+    ppm_events_pub_destroy (&pub);
+    zloop_destroy (&loop);
+}
+
+int
+main (void)
+{
+    setenv ("PPM_RPC_MAX_MSG", "65536", 1);
+    zsys_init ();
+    zsys_set_logstream (NULL);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test (test_round_trip_and_context),
+        cmocka_unit_test (test_many_in_flight),
+        cmocka_unit_test (test_deadline_expires),
+        cmocka_unit_test (test_unknown_method),
+        cmocka_unit_test (test_deadline_on_arrival),
+        cmocka_unit_test (test_garbage_and_oversize),
+        cmocka_unit_test (test_idempotent_retry),
+        cmocka_unit_test (test_sync_dispatches_others_and_destroy_cancels),
+        cmocka_unit_test (test_several_endpoints),
+        cmocka_unit_test (test_api_edges),
+        cmocka_unit_test (test_events_by_prefix),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}
