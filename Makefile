@@ -172,6 +172,10 @@ bench: deps benches
 run: deps build
 	bash deploy/run.sh $(BUILD)
 
+# The README's pictures of the web pages, taken in headless Chromium.
+screenshots: deps build
+	PPM_BIN_DIR=$(CURDIR)/$(BUILD)/bin bash tests/browser/run.sh --screenshots
+
 clean:
 	rm -rf build
 

@@ -1,0 +1,215 @@
+// Browser scenarios of issue 6, in Debian's headless Chromium driven by
+// playwright-core. The gateway and the services it talks to are started by
+// run.sh; this file gets their address and credentials from the
+// environment:
+//   PPM_GATEWAY_URL, PPM_ADMIN_KEY, PPM_DEMO_PAYEE_ID, PPM_USER_SECRET,
+//   PPM_DEMO_TENANT, PPM_TIME_SCALE, PPM_SCREENSHOTS_DIR (optional: also
+//   write the README's pictures there).
+// Prints one line per scenario and the closing "N passed, N failed".
+import { chromium } from 'playwright-core';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const base = process.env.PPM_GATEWAY_URL;
+const adminKey = process.env.PPM_ADMIN_KEY;
+const payee = process.env.PPM_DEMO_PAYEE_ID || 'u_coach';
+const tenant = process.env.PPM_DEMO_TENANT;
+const secret = process.env.PPM_USER_SECRET;
+const shots = process.env.PPM_SCREENSHOTS_DIR || '';
+
+function b64url(buf) {
+  return Buffer.from(buf).toString('base64').replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
+}
+function token(sub) {
+  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const body = b64url(JSON.stringify({ tid: tenant, sub, roles: [], exp: Math.floor(Date.now() / 1000) + 3600 }));
+  const sig = b64url(crypto.createHmac('sha256', secret).update(head + '.' + body).digest());
+  return head + '.' + body + '.' + sig;
+}
+function expect(cond, what) {
+  if (!cond) throw new Error('expected: ' + what);
+}
+async function shot(page, name) {
+  if (shots) await page.screenshot({ path: path.join(shots, name + '.png') });
+}
+const seconds = (mmss) => {
+  const [m, s] = mmss.split(':').map(Number);
+  return m * 60 + s;
+};
+
+const scenarios = [];
+const scenario = (name, fn) => scenarios.push({ name, fn });
+
+scenario('admin sets rates and presets, and sees a field error', async (page) => {
+  await page.goto(base + '/admin.html#key=' + encodeURIComponent(adminKey));
+  await page.getByRole('tab', { name: 'Monetize' }).click();
+  await page.getByLabel('Default amount per minute – Text Chat').fill('1.00');
+  await page.getByLabel('Default amount per minute – Calling').fill('2.50');
+  await page.getByLabel(/Preset minutes/).fill('10, 30, 45');
+  await page.getByRole('button', { name: 'Save settings' }).click();
+  await page.getByText(/^Saved \(version \d+\)\.$/).waitFor();
+  expect(await page.locator('#webhook-url').textContent() === base + '/v1/stripe/webhook/' + tenant, 'the webhook URL of the tenant');
+  expect((await page.getByLabel('Stripe secret key').inputValue()).includes('…'), 'the secret key is masked');
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await shot(page, 'admin-settings');
+  // a preset out of range: the API's field error appears under the field
+  await page.getByLabel(/Preset minutes/).fill('10, 700');
+  await page.getByRole('button', { name: 'Save settings' }).click();
+  const err = page.locator('#err-preset_minutes');
+  await err.filter({ hasText: /600/ }).waitFor();
+  expect(await page.getByLabel(/Preset minutes/).getAttribute('aria-invalid') === 'true', 'the field is marked invalid');
+  await page.getByLabel(/Preset minutes/).fill('10, 30, 45');
+  await page.getByRole('button', { name: 'Save settings' }).click();
+  await page.getByText(/^Saved/).waitFor();
+  // individual rates through the Users tab's Edit popup (blank = free)
+  await page.getByRole('tab', { name: 'Users' }).click();
+  await page.getByLabel('User id').fill(payee);
+  await page.getByRole('button', { name: 'Edit rates' }).click();
+  const dialog = page.getByRole('dialog');
+  await dialog.getByLabel('Amount per minute – Calling').fill('3.00');
+  await dialog.getByLabel('Amount per minute – Text Chat').fill('1.00');
+  await dialog.getByRole('button', { name: 'Save' }).click();
+  await page.getByText('Rates of ' + payee + ' saved.').waitFor();
+  await page.getByRole('cell', { name: '3.00 USD' }).first().waitFor();
+  // an amount that is not one is refused in the popup, named
+  await page.getByRole('button', { name: 'Edit rates of ' + payee }).click();
+  await dialog.getByLabel('Amount per minute – Calling').fill('abc');
+  await dialog.getByRole('button', { name: 'Save' }).click();
+  await page.locator('#err-rates-call_per_minute').filter({ hasText: /amount/ }).waitFor();
+  await dialog.getByRole('button', { name: 'Cancel' }).click();
+  await page.getByRole('tab', { name: 'Audit log' }).click();
+  await page.getByRole('cell', { name: 'settings.default_chat_per_minute' }).first().waitFor();
+});
+
+async function openWidget(page, who) {
+  await page.goto(base + '/widget.html#token=' + token(who) + '&payee=' + encodeURIComponent(payee));
+  await page.getByRole('button', { name: 'Start chat' }).click();
+  await page.getByRole('heading', { name: 'This conversation is paid' }).waitFor();
+}
+
+scenario('payer pays with the test card, counts down, is warned, tops up, time is up', async (page) => {
+  await openWidget(page, 'u_payer_1');
+  expect((await page.locator('#prompt-rate').textContent()) === '1.00 USD', 'the prompt shows the rate');
+  await shot(page, 'payment-prompt');
+  await page.getByRole('button', { name: 'Choose minutes' }).click();
+  const popup = page.getByRole('dialog');
+  await popup.getByRole('button', { name: /30 min/ }).waitFor();
+  expect((await popup.getByRole('button', { name: /10 min/ }).textContent()).includes('10.00 USD'), 'preset 10 shows its total');
+  expect((await popup.getByRole('button', { name: /45 min/ }).textContent()).includes('45.00 USD'), 'preset 45 shows its total');
+  await popup.getByRole('button', { name: /30 min/ }).click();
+  expect(await popup.locator('#total').textContent() === '30.00 USD', 'the total of 30 minutes');
+  const pay = popup.getByRole('button', { name: 'Pay' });
+  expect(await pay.isDisabled(), 'Pay is disabled before the terms are ticked');
+  expect(await popup.getByRole('link', { name: 'terms and conditions' }).getAttribute('href') === 'https://example.com/terms', 'the terms link');
+  await popup.getByLabel(/I accept the/).check();
+  await shot(page, 'payment-popup');
+  // custom minutes: 2 minutes keep the test short under PPM_TIME_SCALE
+  await popup.getByLabel(/Custom minutes/).fill('2');
+  expect(await popup.locator('#total').textContent() === '2.00 USD', 'the total of custom minutes');
+  expect(!(await pay.isDisabled()), 'Pay is enabled once terms are ticked');
+  await popup.getByLabel('Visa — succeeds').check();
+  await pay.click();
+  await page.getByRole('timer').waitFor();
+  await page.locator('#state-badge').filter({ hasText: 'active' }).waitFor();
+  const t0 = seconds(await page.getByRole('timer').textContent());
+  await shot(page, 'active-session');
+  await page.waitForTimeout(1300);
+  const t1 = seconds(await page.getByRole('timer').textContent());
+  expect(t1 < t0, `the countdown decreases (${t0} → ${t1})`);
+  await page.locator('#warning').getByText(/left/).waitFor({ timeout: 15000 });
+  // top up without interruption
+  await page.getByRole('button', { name: /Add time|Buy more minutes/ }).click();
+  await popup.getByLabel(/Custom minutes/).fill('1');
+  await popup.getByLabel(/I accept the/).check();
+  const before = seconds(await page.getByRole('timer').textContent());
+  await popup.getByRole('button', { name: 'Pay' }).click();
+  await popup.waitFor({ state: 'hidden' });
+  await page.waitForFunction((b) => {
+    const t = document.querySelector('#countdown').textContent.split(':').map(Number);
+    return t[0] * 60 + t[1] > b;
+  }, before, { timeout: 5000 });
+  // the paid time runs out
+  await page.getByText('Time is up.').waitFor({ timeout: 30000 });
+  expect(await page.getByRole('button', { name: 'Buy more minutes' }).isVisible(), 'buy more is offered');
+});
+
+scenario('a declined card shows its reason and allows a retry', async (page) => {
+  await openWidget(page, 'u_payer_2');
+  await page.getByRole('button', { name: 'Choose minutes' }).click();
+  const popup = page.getByRole('dialog');
+  await popup.getByRole('button', { name: /10 min/ }).click();
+  await popup.getByLabel(/I accept the/).check();
+  await popup.getByLabel('Declined — insufficient funds').check();
+  await popup.getByRole('button', { name: 'Pay' }).click();
+  await popup.locator('#pay-error').getByText(/insufficient funds/).waitFor();
+  await popup.locator('#pay-error').getByText(/Try another card/).waitFor();
+  expect(!(await popup.getByRole('button', { name: 'Pay' }).isDisabled()), 'Pay can be tried again');
+  await popup.getByLabel('Declined', { exact: true }).check();
+  await popup.getByRole('button', { name: 'Pay' }).click();
+  await popup.locator('#pay-error').getByText(/generic_decline/).waitFor();
+  await popup.getByLabel('Visa — succeeds').check();
+  await popup.getByRole('button', { name: 'Pay' }).click();
+  await page.locator('#state-badge').filter({ hasText: 'active' }).waitFor();
+});
+
+scenario('operations page shows sessions, revenue and health', async (page) => {
+  await page.goto(base + '/ops.html#key=' + encodeURIComponent(adminKey));
+  await page.locator('#health').getByText('metering: up').waitFor();
+  await page.locator('#revenue').getByText('USD').first().waitFor();
+  expect(Number(await page.locator('#failures').textContent()) >= 2, 'the two declines are counted');
+});
+
+scenario('pages work by keyboard at phone width', async (page) => {
+  await page.setViewportSize({ width: 375, height: 740 });
+  await page.goto(base + '/admin.html');
+  for (let i = 0; i < 5 && (await page.evaluate(() => document.activeElement.id)) !== 'admin-key'; i++) {
+    await page.keyboard.press('Tab');
+  }
+  expect(await page.evaluate(() => document.activeElement.id) === 'admin-key', 'Tab reaches the admin key field');
+  await page.keyboard.type(adminKey);
+  await page.keyboard.press('Enter');
+  await page.getByRole('tab', { name: 'Features' }).waitFor();
+  await page.keyboard.press('ArrowRight');
+  await page.getByRole('heading', { name: /Monetize/ }).waitFor();
+  const wide = await page.evaluate(() => {
+    const out = [];
+    for (const e of document.querySelectorAll('body *')) {
+      const r = e.getBoundingClientRect();
+      if (r.width && r.right > window.innerWidth + 1) out.push(e.tagName + '#' + e.id + '.' + e.className);
+    }
+    return out.slice(0, 5);
+  });
+  expect(wide.length === 0, 'nothing wider than 375 px: ' + wide.join(', '));
+});
+
+// playwright-core gives every launch a fresh, empty --user-data-dir of its own.
+const browser = await chromium.launch({
+  executablePath: process.env.PPM_CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+let passed = 0;
+let failed = 0;
+for (const s of scenarios) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 820 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(10000);
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  try {
+    await s.fn(page);
+    if (errors.length) throw new Error('script errors: ' + errors.join('; '));
+    passed++;
+    console.log('ok   ' + s.name);
+  } catch (e) {
+    failed++;
+    console.log('FAIL ' + s.name + ': ' + (e && e.message ? e.message.split('\n')[0] : e));
+    if (shots === '') await page.screenshot({ path: path.join(os.tmpdir(), 'ppm-fail-' + passed + failed + '.png') }).catch(() => {});
+  }
+  await context.close();
+}
+await browser.close();
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
