@@ -130,6 +130,7 @@ struct _s_self_t {
     zloop_t *loop;
     gateway_config_t config; /* strings borrowed from the caller's config */
     gateway_http_t *http;
+    gateway_http_t *metrics_http; /* /healthz, /readyz, /metrics only; may be NULL */
     ppm_rpc_client_t *config_rpc;
     ppm_rpc_client_t *rate_rpc;
     ppm_rpc_client_t *payment_rpc;
@@ -1666,9 +1667,10 @@ s_dispatch (s_self_t *self, s_ctx_t *ctx)
     }
 }
 
-/* A new request from the HTTP threads. */
+/* A new request from the HTTP threads (metrics_only: from the health and
+   metrics listener, which serves nothing else). */
 static void
-s_accept (s_self_t *self, gateway_req_t *req)
+s_accept (s_self_t *self, gateway_req_t *req, bool metrics_only)
 {
     s_ctx_t *ctx = calloc (1, sizeof *ctx);
     ctx->self = self;
@@ -1717,6 +1719,11 @@ s_accept (s_self_t *self, gateway_req_t *req)
         return;
     }
     ctx->route = ctx->match.route;
+    if (metrics_only && ctx->route->handler != H_HEALTHZ && ctx->route->handler != H_READYZ &&
+        ctx->route->handler != H_METRICS) {
+        s_reply_error (ctx, PPM_NOT_FOUND, "this port serves /healthz, /readyz and /metrics");
+        return;
+    }
     if (self->stopping) {
         s_reply_error (ctx, PPM_UNAVAILABLE, "the gateway is stopping");
         return;
@@ -1736,7 +1743,19 @@ s_on_http (zloop_t *loop, zmq_pollitem_t *item, void *arg)
     s_self_t *self = arg;
     gateway_req_t *req;
     while ((req = gateway_http_next (self->http)))
-        s_accept (self, req);
+        s_accept (self, req, false);
+    return 0;
+}
+
+static int
+s_on_metrics_http (zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    (void)loop;
+    (void)item;
+    s_self_t *self = arg;
+    gateway_req_t *req;
+    while ((req = gateway_http_next (self->metrics_http)))
+        s_accept (self, req, true);
     return 0;
 }
 
@@ -1753,6 +1772,8 @@ s_on_pipe (zloop_t *loop, zsock_t *pipe, void *arg)
         rc = -1;
     else if (streq (command, "PORT"))
         zstr_sendf (pipe, "%d", self->http ? gateway_http_port (self->http) : 0);
+    else if (streq (command, "METRICS_PORT"))
+        zstr_sendf (pipe, "%d", self->metrics_http ? gateway_http_port (self->metrics_http) : 0);
     free (command);
     return rc;
 }
@@ -1831,6 +1852,16 @@ gateway_server_actor (zsock_t *pipe, void *args)
         .web_root = self->config.web_root};
     self->loop = zloop_new ();
     self->http = gateway_http_new (&http);
+    bool metrics_ok = true;
+    if (self->config.metrics_address && *self->config.metrics_address) {
+        gateway_http_config_t metrics = http;
+        metrics.address = self->config.metrics_address;
+        metrics.port = (int)self->config.metrics_port;
+        metrics.threads = 1;
+        metrics.web_root = NULL;
+        self->metrics_http = gateway_http_new (&metrics);
+        metrics_ok = self->metrics_http != NULL;
+    }
     self->config_rpc = ppm_rpc_client_new (self->config.config_endpoint);
     self->rate_rpc = ppm_rpc_client_new (self->config.rate_endpoint);
     self->payment_rpc = ppm_rpc_client_new (self->config.payment_endpoint);
@@ -1846,7 +1877,7 @@ gateway_server_actor (zsock_t *pipe, void *args)
     self->counters = zhashx_new ();
     zhashx_set_destructor (self->counters, s_free_plain);
     self->streams = zlistx_new ();
-    bool ok = self->http && self->config_rpc && self->rate_rpc && self->payment_rpc &&
+    bool ok = self->http && metrics_ok && self->config_rpc && self->rate_rpc && self->payment_rpc &&
               self->metering_rpc &&
               (self->events || !self->config.events_endpoints || !*self->config.events_endpoints);
     if (ok) {
@@ -1862,6 +1893,11 @@ gateway_server_actor (zsock_t *pipe, void *args)
         }
         zmq_pollitem_t item = {NULL, gateway_http_fd (self->http), ZMQ_POLLIN, 0};
         zloop_poller (self->loop, &item, s_on_http, self);
+        if (self->metrics_http) {
+            zmq_pollitem_t metrics_item = {NULL, gateway_http_fd (self->metrics_http), ZMQ_POLLIN,
+                                           0};
+            zloop_poller (self->loop, &metrics_item, s_on_metrics_http, self);
+        }
         zloop_reader (self->loop, pipe, s_on_pipe, self);
         zloop_timer (self->loop, 1000, 0, s_on_tick, self);
         zloop_timer (self->loop, 5000, 0, s_on_housekeeping, self);
@@ -1890,6 +1926,7 @@ gateway_server_actor (zsock_t *pipe, void *args)
     while ((stream = zlistx_first (self->streams)))
         s_stream_close (self, stream);
     gateway_http_destroy (&self->http);
+    gateway_http_destroy (&self->metrics_http);
     ppm_events_sub_destroy (&self->events);
     zlistx_destroy (&self->streams);
     zhashx_destroy (&self->admin_cache);

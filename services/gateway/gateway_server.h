@@ -11,7 +11,9 @@
     service that does not answer within the RPC deadline gives 503 with
     Retry-After; the gateway never waits longer than that.
 
-    Pipe commands: "PORT" → replies the HTTP port as a string; "$TERM" ends.
+    Pipe commands: "PORT" → replies the HTTP port as a string (0 when the
+    server could not start); "METRICS_PORT" → the health/metrics port (0
+    when none); "$TERM" ends.
 */
 #ifndef GATEWAY_SERVER_H_INCLUDED
 #define GATEWAY_SERVER_H_INCLUDED
@@ -23,6 +25,8 @@ typedef struct {
     const char *http_address;    /* e.g. "127.0.0.1" */
     int64_t http_port;           /* 0 = any free port */
     int64_t http_threads;        /* libmicrohttpd threads */
+    const char *metrics_address; /* health and metrics listener; NULL = none */
+    int64_t metrics_port;        /* its port (0 = any free port) */
     int64_t body_max;            /* request body cap, bytes */
     const char *web_root;        /* static pages directory (NULL = none) */
     const char *config_endpoint; /* RPC endpoints of the services */

@@ -9,12 +9,37 @@
 #include "ppm_env.h"
 #include "ppm_log.h"
 
+/* Splits "host:port" (empty text = leave *port alone, host ""); -1 when
+   malformed. */
+static int
+s_split_bind (const char *text, char *host, size_t size, int64_t *port)
+{
+    host[0] = '\0';
+    if (!text || !*text || strcmp (text, "off") == 0)
+        return 0;
+    const char *colon = strrchr (text, ':');
+    if (!colon || colon == text || (size_t)(colon - text) >= size)
+        return -1;
+    char *end = NULL;
+    long value = strtol (colon + 1, &end, 10);
+    if (!end || *end || value < 0 || value > 65535)
+        return -1;
+    memcpy (host, text, (size_t)(colon - text));
+    host[colon - text] = '\0';
+    if (strcmp (host, "*") == 0)
+        snprintf (host, size, "0.0.0.0");
+    *port = value;
+    return 0;
+}
+
 int
 main (int argc, char **argv)
 {
     gateway_config_t cfg;
     memset (&cfg, 0, sizeof cfg);
     char *address = NULL;
+    char *http_bind = NULL;
+    char *metrics_bind = NULL;
     char *web_root = NULL;
     char *config_ep = NULL;
     char *rate_ep = NULL;
@@ -28,6 +53,10 @@ main (int argc, char **argv)
          .help = "address the HTTP server binds"},
         {"PPM_HTTP_PORT", PPM_ENV_INT, .min = 0, .max = 65535, .def = "8080", .out = &cfg.http_port,
          .help = "HTTP port (0 = any)"},
+        {"PPM_HTTP_BIND", PPM_ENV_STRING, .def = "", .out = &http_bind,
+         .help = "host:port of the HTTP server (overrides PPM_HTTP_ADDRESS/PORT)"},
+        {"PPM_METRICS_BIND", PPM_ENV_STRING, .def = "127.0.0.1:9141", .out = &metrics_bind,
+         .help = "host:port serving only /healthz, /readyz, /metrics (off = none)"},
         {"PPM_HTTP_THREADS", PPM_ENV_INT, .min = 1, .max = 64, .def = "2", .out = &cfg.http_threads,
          .help = "libmicrohttpd polling threads"},
         {"PPM_HTTP_BODY_MAX", PPM_ENV_INT, .min = 1024, .max = 16777216, .def = "65536",
@@ -64,6 +93,16 @@ main (int argc, char **argv)
     char events[1024];
     snprintf (events, sizeof events, "%s,%s,%s", config_ev, payment_ev, metering_ev);
     cfg.http_address = address;
+    char http_host[64] = "";
+    char metrics_host[64] = "";
+    if (s_split_bind (http_bind, http_host, sizeof http_host, &cfg.http_port) ||
+        s_split_bind (metrics_bind, metrics_host, sizeof metrics_host, &cfg.metrics_port)) {
+        fprintf (stderr, "ppm-gateway: PPM_HTTP_BIND/PPM_METRICS_BIND must be host:port\n");
+        return 1;
+    }
+    if (*http_host)
+        cfg.http_address = http_host;
+    cfg.metrics_address = *metrics_host ? metrics_host : NULL;
     cfg.web_root = web_root;
     cfg.config_endpoint = config_ep;
     cfg.rate_endpoint = rate_ep;

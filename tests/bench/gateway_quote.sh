@@ -46,6 +46,7 @@ export PPM_CONFIG_EVENTS=$PPM_STANDIN_EVENTS PPM_PAYMENT_EVENTS=$PPM_STANDIN_EVE
 export PPM_STANDIN_TENANT=t_bench
 export PPM_STANDIN_USER_SECRET=bench-secret-0123456789abcdef
 export PPM_WEB_ROOT=$root/services/gateway/web
+export PPM_METRICS_BIND=127.0.0.1:0
 "$bin/ppm-standin" >"$tmp/standin.log" 2>&1 &
 pids+=($!)
 

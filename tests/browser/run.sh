@@ -47,6 +47,7 @@ export PPM_STANDIN_USER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d '
 export PPM_HTTP_PORT=$(free_port)
 export PPM_WEB_ROOT=$root/services/gateway/web
 export PPM_GATEWAY_AUTH_CACHE=1s
+export PPM_METRICS_BIND=127.0.0.1:0
 
 "$bin/ppm-standin" >"$tmp/standin.log" 2>&1 &
 pids+=($!)

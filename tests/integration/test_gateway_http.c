@@ -973,9 +973,16 @@ test_dead_backend (void **state)
     cfg.metering_endpoint = dead;
     cfg.events_endpoints = NULL;
     cfg.rpc_timeout_ms = 300;
+    cfg.metrics_address = "127.0.0.1";
+    cfg.metrics_port = 0;
     zactor_t *gw = NULL;
     int port = s_start_gateway (&cfg, &gw);
     assert_true (port > 0);
+    zstr_send (gw, "METRICS_PORT");
+    char *metrics_text = zstr_recv (gw);
+    int metrics_port = (int)strtol (metrics_text, NULL, 10);
+    free (metrics_text);
+    assert_true (metrics_port > 0);
     s_resp_t r;
     s_http_port (port, "GET", "/v1/admin/settings", "ppmak_good", NULL, 0, NULL, 5000, &r);
     assert_int_equal (r.status, 503);
@@ -989,6 +996,18 @@ test_dead_backend (void **state)
     /* health still answers */
     s_http_port (port, "GET", "/healthz", NULL, NULL, 0, NULL, 5000, &r);
     assert_int_equal (r.status, 200);
+    /* the metrics listener serves health and metrics, and nothing else */
+    s_http_port (metrics_port, "GET", "/readyz", NULL, NULL, 0, NULL, 5000, &r);
+    assert_int_equal (r.status, 200);
+    s_http_port (metrics_port, "GET", "/metrics", NULL, NULL, 0, NULL, 5000, &r);
+    assert_int_equal (r.status, 200);
+    assert_non_null (strstr (
+        r.body,
+        "ppm_http_requests_total{service=\"gateway\",route=\"/v1/quote\",status=\"503\"} 1"));
+    assert_non_null (strstr (r.body, "ppm_sse_clients"));
+    s_http_port (metrics_port, "GET", "/v1/quote?payee=u&kind=chat", s_token_payer, NULL, 0, NULL,
+                 5000, &r);
+    assert_int_equal (r.status, 404);
     zactor_destroy (&gw);
 }
 
