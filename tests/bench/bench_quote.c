@@ -1,0 +1,239 @@
+/*  bench_quote: rate.Quote over ZeroMQ against a bare libzmq ROUTER/DEALER
+    echo of the same message sizes, measured in the same run (SPEC §7:
+    throughput ≥ 50 % of the echo's, median round trip ≤ 1.5 × the echo's).
+
+    The rate actor runs in-process with 10,000 tenants × 100 individual
+    rates preloaded (no config service: the cache is built directly), each
+    request for a random (tenant, payee) among them. Both servers are driven
+    by the same raw DEALER client sending the same pre-packed envelopes, so
+    the difference is the server's work only. The echo answers each request
+    with a frame as large as a real quote reply.
+
+    Usage: bench_quote [tenants] [rates_per_tenant] [seconds]
+*/
+#include <czmq.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ppm_clock.h"
+#include "ppm_log.h"
+#include "proto/config.pb-c.h"
+#include "proto/envelope.pb-c.h"
+#include "proto/rate.pb-c.h"
+#include "services/config/config_settings.h"
+#include "services/rate/rate_cache.h"
+#include "services/rate/rate_server.h"
+
+#define S_REQUESTS 1024 /* distinct pre-packed requests, cycled */
+#define S_WINDOW   64   /* requests in flight for the throughput run */
+
+typedef struct {
+    zframe_t *frames[S_REQUESTS]; /* packed envelopes */
+    size_t reply_size;            /* size of a real reply frame */
+} s_load_t;
+
+static rate_cache_t *
+s_build_cache (int tenants, int rates)
+{
+    rate_cache_t *cache = rate_cache_new ();
+    Ppm__V1__Settings defaults = PPM__V1__SETTINGS__INIT;
+    config_settings_defaults (&defaults);
+    Ppm__V1__Settings *s = config_settings_dup (&defaults);
+    const char *error;
+    config_settings_set_text (s, "enabled", "true", &error);
+    config_settings_set_text (s, "terms_url", "https://example.com/terms", &error);
+    config_settings_set_text (s, "rate_scope", "individual", &error);
+    for (int t = 0; t < tenants; t++) {
+        char id[32];
+        snprintf (id, sizeof id, "t_%08d", t);
+        rate_tenant_t *tenant = rate_tenant_new (id, "pro", 1, s);
+        for (int r = 0; r < rates; r++) {
+            char payee[32];
+            snprintf (payee, sizeof payee, "payee_%04d", r);
+            rate_user_t u = {.call = {100 + r, true}, .chat = {50 + r, true}};
+            rate_tenant_set_user (tenant, payee, u);
+        }
+        rate_cache_replace (cache, &tenant);
+    }
+    config_settings_free (&s);
+    return cache;
+}
+
+static void
+s_build_requests (s_load_t *load, int tenants, int rates)
+{
+    for (int i = 0; i < S_REQUESTS; i++) {
+        char tenant[32], payee[32];
+        snprintf (tenant, sizeof tenant, "t_%08d", (int)(random () % tenants));
+        snprintf (payee, sizeof payee, "payee_%04d", (int)(random () % rates));
+        Ppm__V1__QuoteRequest req = PPM__V1__QUOTE_REQUEST__INIT;
+        req.payee = payee;
+        req.payer = "payer_0001";
+        req.kind = i % 2 ? "call" : "chat";
+        uint8_t payload[256];
+        size_t payload_len = ppm__v1__quote_request__pack (&req, payload);
+        Ppm__V1__Envelope env = PPM__V1__ENVELOPE__INIT;
+        env.version = 1;
+        env.kind = PPM__V1__KIND__KIND_REQUEST;
+        env.method = "rate.Quote";
+        env.request_id = (uint64_t)i + 1;
+        env.trace_id = "0123456789abcdef0123456789abcdef";
+        env.tenant_id = tenant;
+        env.payload.data = payload;
+        env.payload.len = payload_len;
+        size_t size = ppm__v1__envelope__get_packed_size (&env);
+        zframe_t *frame = zframe_new (NULL, size);
+        ppm__v1__envelope__pack (&env, zframe_data (frame));
+        load->frames[i] = frame;
+    }
+}
+
+/* The bare echo: ROUTER answering every request with reply_size bytes. */
+static void
+s_echo_actor (zsock_t *pipe, void *args)
+{
+    size_t reply_size = *(size_t *)args;
+    zsock_t *router = zsock_new_router ("tcp://127.0.0.1:*");
+    zsock_signal (pipe, 0);
+    zstr_send (pipe, zsock_endpoint (router));
+    zframe_t *reply = zframe_new (NULL, reply_size);
+    memset (zframe_data (reply), 'x', reply_size);
+    zpoller_t *poller = zpoller_new (pipe, router, NULL);
+    while (true) {
+        void *which = zpoller_wait (poller, -1);
+        if (which != router)
+            break;
+        /* Drain everything that is there. */
+        while (zsock_events (router) & ZMQ_POLLIN) {
+            zframe_t *id = zframe_recv (router);
+            zframe_t *req = zframe_recv (router);
+            zframe_send (&id, router, ZFRAME_MORE);
+            zframe_send (&reply, router, ZFRAME_REUSE);
+            zframe_destroy (&req);
+        }
+    }
+    zframe_destroy (&reply);
+    zpoller_destroy (&poller);
+    zsock_destroy (&router);
+}
+
+typedef struct {
+    double per_second; /* replies per second with S_WINDOW in flight */
+    double median_us;  /* round trip, one in flight */
+    size_t reply_bytes;
+} s_result_t;
+
+static int
+s_cmp_i64 (const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static s_result_t
+s_drive (const char *endpoint, s_load_t *load, double seconds)
+{
+    s_result_t result = {0, 0, 0};
+    zsock_t *dealer = zsock_new_dealer (endpoint);
+    zsock_set_rcvtimeo (dealer, 5000);
+    /* Warm up and learn the reply size. */
+    for (int i = 0; i < 2000; i++) {
+        zframe_send (&load->frames[i % S_REQUESTS], dealer, ZFRAME_REUSE);
+        zframe_t *reply = zframe_recv (dealer);
+        if (!reply) {
+            fprintf (stderr, "bench_quote: no reply from %s\n", endpoint);
+            exit (1);
+        }
+        result.reply_bytes = zframe_size (reply);
+        zframe_destroy (&reply);
+    }
+    /* Round trips, one in flight. */
+    enum { RTT_N = 20000 };
+    int64_t *rtt = malloc (RTT_N * sizeof *rtt);
+    for (int i = 0; i < RTT_N; i++) {
+        int64_t start = ppm_clock_real_mono_us ();
+        zframe_send (&load->frames[i % S_REQUESTS], dealer, ZFRAME_REUSE);
+        zframe_t *reply = zframe_recv (dealer);
+        rtt[i] = ppm_clock_real_mono_us () - start;
+        zframe_destroy (&reply);
+    }
+    qsort (rtt, RTT_N, sizeof *rtt, s_cmp_i64);
+    result.median_us = (double)rtt[RTT_N / 2];
+    free (rtt);
+    /* Throughput, S_WINDOW in flight. */
+    int64_t start = ppm_clock_real_mono_us ();
+    int64_t deadline = start + (int64_t)(seconds * 1e6);
+    uint64_t sent = 0, received = 0;
+    for (; sent < S_WINDOW; sent++)
+        zframe_send (&load->frames[sent % S_REQUESTS], dealer, ZFRAME_REUSE);
+    while (true) {
+        zframe_t *reply = zframe_recv (dealer);
+        if (!reply)
+            break;
+        zframe_destroy (&reply);
+        received++;
+        if (ppm_clock_real_mono_us () < deadline) {
+            zframe_send (&load->frames[sent % S_REQUESTS], dealer, ZFRAME_REUSE);
+            sent++;
+        } else if (received == sent)
+            break;
+    }
+    double elapsed = (double)(ppm_clock_real_mono_us () - start) / 1e6;
+    result.per_second = (double)received / elapsed;
+    zsock_destroy (&dealer);
+    return result;
+}
+
+int
+main (int argc, char **argv)
+{
+    int tenants = argc > 1 ? (int)strtol (argv[1], NULL, 10) : 10000;
+    int rates = argc > 2 ? (int)strtol (argv[2], NULL, 10) : 100;
+    double seconds = argc > 3 ? strtod (argv[3], NULL) : 3.0;
+    if (tenants < 1 || rates < 1 || seconds <= 0) {
+        fprintf (stderr, "usage: bench_quote [tenants] [rates_per_tenant] [seconds]\n");
+        return 2;
+    }
+    ppm_log_init ("bench");
+    ppm_log_set_level (PPM_LOG_ERROR);
+    srandom (42);
+    int64_t t0 = ppm_clock_real_mono_us ();
+    rate_cache_t *cache = s_build_cache (tenants, rates);
+    printf ("loaded %d tenants x %d individual rates in %.1f s\n", tenants, rates,
+            (double)(ppm_clock_real_mono_us () - t0) / 1e6);
+    s_load_t load;
+    s_build_requests (&load, tenants, rates);
+
+    rate_server_args_t args = {.rpc_bind = "tcp://127.0.0.1:*", .preload = cache};
+    zactor_t *rate = rate_server_start (&args);
+    if (!rate) {
+        fprintf (stderr, "bench_quote: rate did not start\n");
+        return 1;
+    }
+    zstr_send (rate, "ENDPOINT");
+    char *rate_endpoint = zstr_recv (rate);
+    s_result_t quote = s_drive (rate_endpoint, &load, seconds);
+
+    zactor_t *echo = zactor_new (s_echo_actor, &quote.reply_bytes);
+    char *echo_endpoint = zstr_recv (echo);
+    s_result_t bare = s_drive (echo_endpoint, &load, seconds);
+
+    size_t request_bytes = zframe_size (load.frames[0]);
+    printf ("message sizes: request %zu B, reply %zu B\n", request_bytes, quote.reply_bytes);
+    printf ("bare zmq echo : %10.0f msg/s  median RTT %6.1f us\n", bare.per_second, bare.median_us);
+    printf ("rate.Quote    : %10.0f msg/s  median RTT %6.1f us\n", quote.per_second,
+            quote.median_us);
+    double throughput_ratio = quote.per_second / bare.per_second;
+    double rtt_ratio = quote.median_us / bare.median_us;
+    printf ("ratio         : throughput %.0f %% of echo (target >= 50 %%), median RTT %.2fx "
+            "echo (target <= 1.5x)\n",
+            throughput_ratio * 100, rtt_ratio);
+
+    zstr_free (&rate_endpoint);
+    zstr_free (&echo_endpoint);
+    zactor_destroy (&echo);
+    zactor_destroy (&rate);
+    for (int i = 0; i < S_REQUESTS; i++)
+        zframe_destroy (&load.frames[i]);
+    return 0;
+}
