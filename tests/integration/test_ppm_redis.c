@@ -1,0 +1,254 @@
+/*  Integration tests of ppm_redis against the harness's real Redis:
+    binary-safe commands, error replies, database selection, Lua scripts
+    with NOSCRIPT recovery, the reply-size cap, command timeouts and
+    reconnection after a server restart.
+*/
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ppm_redis.h"
+#include "tests/lib/ppm_test.h"
+
+static ppm_redis_t *
+s_connect (int db, const ppm_redis_options_t *options)
+{
+    char *url = ppm_test_redis_url (db);
+    const char *error = NULL;
+    ppm_redis_t *redis = ppm_redis_new (url, options, &error);
+    free (url);
+    assert_non_null (redis);
+    assert_true (ppm_redis_ready (redis));
+    assert_int_equal (ppm_redis_db (redis), db);
+    return redis;
+}
+
+static void
+test_redis_commands_binary_safe (void **state)
+{
+    (void)state;
+    ppm_redis_t *redis = s_connect (1, NULL);
+    /* A value with NUL, CR LF and protocol-looking bytes round-trips. */
+    const char value[] = "a\0b\r\n$3\r\nxyz\r\n*1\xff";
+    size_t value_len = sizeof value - 1;
+    const char key[] = "k\0ey";
+    const char *argv[] = {"SET", key, value};
+    size_t lens[] = {3, sizeof key - 1, value_len};
+    assert_int_equal (ppm_redis_command_argv (redis, 3, argv, lens, NULL), PPM_REDIS_OK);
+    redisReply *reply = NULL;
+    const char *get[] = {"GET", key};
+    size_t get_lens[] = {3, sizeof key - 1};
+    assert_int_equal (ppm_redis_command_argv (redis, 2, get, get_lens, &reply), PPM_REDIS_OK);
+    assert_int_equal (reply->type, REDIS_REPLY_STRING);
+    assert_int_equal (reply->len, value_len);
+    assert_memory_equal (reply->str, value, value_len);
+    freeReplyObject (reply);
+    /* "k" alone is another key. */
+    assert_int_equal (ppm_redis_command (redis, &reply, "EXISTS", "k"), PPM_REDIS_OK);
+    assert_int_equal (reply->integer, 0);
+    freeReplyObject (reply);
+
+    assert_int_equal (ppm_redis_command (redis, &reply, "INCRBY", "n", "41"), PPM_REDIS_OK);
+    assert_int_equal (reply->type, REDIS_REPLY_INTEGER);
+    assert_int_equal (reply->integer, 41);
+    freeReplyObject (reply);
+
+    /* An error reply is an error with the server's text; the connection stays. */
+    reply = (redisReply *)1;
+    assert_int_equal (ppm_redis_command (redis, &reply, "INCR", "k"), PPM_REDIS_OK);
+    freeReplyObject (reply);
+    assert_int_equal (ppm_redis_command (redis, NULL, "SET", "s", "text"), PPM_REDIS_OK);
+    reply = (redisReply *)1;
+    assert_int_equal (ppm_redis_command (redis, &reply, "INCR", "s"), PPM_REDIS_ERROR_REPLY);
+    assert_null (reply);
+    assert_non_null (strstr (ppm_redis_error (redis), "not an integer"));
+    assert_int_equal (ppm_redis_code (PPM_REDIS_ERROR_REPLY), PPM_INTERNAL);
+    assert_int_equal (ppm_redis_ping (redis), PPM_REDIS_OK);
+    assert_int_equal (ppm_redis_connects (redis), 1);
+    assert_int_equal (ppm_redis_command_argv (redis, 0, argv, NULL, NULL), PPM_REDIS_INVALID);
+
+    /* Database isolation: db 2 does not see db 1's keys. */
+    ppm_redis_t *other = s_connect (2, NULL);
+    assert_int_equal (ppm_redis_command (other, &reply, "EXISTS", "s"), PPM_REDIS_OK);
+    assert_int_equal (reply->integer, 0);
+    freeReplyObject (reply);
+    ppm_redis_destroy (&other);
+    ppm_redis_destroy (&redis);
+    ppm_redis_destroy (&redis);
+    assert_null (redis);
+}
+
+static void
+test_redis_urls (void **state)
+{
+    (void)state;
+    const char *bad[] = {"http://127.0.0.1:6379", "redis://",         "redis://host:0",
+                         "redis://host:99999",    "redis://host:12x", "redis://host/abc",
+                         "redis://user@host"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *error = NULL;
+        assert_null (ppm_redis_new (bad[i], NULL, &error));
+        assert_non_null (error);
+    }
+    /* A server that is not there: the object exists, commands fail fast. */
+    char url[96];
+    snprintf (url, sizeof url, "redis://:secret@127.0.0.1:%d/3", ppm_test_free_port ());
+    ppm_redis_t *redis = ppm_redis_new (url, NULL, NULL);
+    assert_non_null (redis);
+    assert_false (ppm_redis_ready (redis));
+    int64_t start = ppm_test_now_ms ();
+    assert_int_equal (ppm_redis_ping (redis), PPM_REDIS_UNAVAILABLE);
+    assert_int_equal (ppm_redis_ping (redis), PPM_REDIS_UNAVAILABLE);
+    assert_true (ppm_test_now_ms () - start < 1000);
+    assert_null (strstr (ppm_redis_error (redis), "secret"));
+    assert_int_equal (ppm_redis_connects (redis), 0);
+    assert_int_equal (ppm_redis_code (PPM_REDIS_UNAVAILABLE), PPM_UNAVAILABLE);
+    ppm_redis_destroy (&redis);
+}
+
+static void
+test_redis_script_and_noscript (void **state)
+{
+    (void)state;
+    ppm_redis_t *redis = s_connect (3, NULL);
+    ppm_redis_script_t *script =
+        ppm_redis_script_new ("redis.call('SET', KEYS[1], ARGV[1]);"
+                              " return {KEYS[1], ARGV[1], redis.call('STRLEN', KEYS[1])}");
+    assert_string_equal (ppm_redis_script_sha (script), "");
+    const char *argv[] = {"key", "v\0al"};
+    size_t lens[] = {3, 4};
+    redisReply *reply = NULL;
+    assert_int_equal (ppm_redis_eval (redis, script, 1, 2, argv, lens, &reply), PPM_REDIS_OK);
+    assert_int_equal (reply->type, REDIS_REPLY_ARRAY);
+    assert_int_equal (reply->elements, 3);
+    assert_string_equal (reply->element[0]->str, "key");
+    assert_int_equal (reply->element[1]->len, 4);
+    assert_memory_equal (reply->element[1]->str, "v\0al", 4);
+    assert_int_equal (reply->element[2]->integer, 4);
+    freeReplyObject (reply);
+    char sha[41];
+    snprintf (sha, sizeof sha, "%s", ppm_redis_script_sha (script));
+    assert_int_equal (strlen (sha), 40);
+
+    /* After SCRIPT FLUSH, EVALSHA gets NOSCRIPT: reloaded transparently. */
+    assert_int_equal (ppm_redis_command (redis, NULL, "SCRIPT", "FLUSH"), PPM_REDIS_OK);
+    assert_int_equal (ppm_redis_command (redis, &reply, "SCRIPT", "EXISTS", sha), PPM_REDIS_OK);
+    assert_int_equal (reply->element[0]->integer, 0);
+    freeReplyObject (reply);
+    const char *argv2[] = {"key2", "second"};
+    assert_int_equal (ppm_redis_eval (redis, script, 1, 2, argv2, NULL, &reply), PPM_REDIS_OK);
+    assert_int_equal (reply->element[2]->integer, 6);
+    freeReplyObject (reply);
+    assert_int_equal (ppm_redis_command (redis, &reply, "SCRIPT", "EXISTS", sha), PPM_REDIS_OK);
+    assert_int_equal (reply->element[0]->integer, 1);
+    freeReplyObject (reply);
+
+    /* A script error is an error reply, not a reload loop. */
+    ppm_redis_script_t *failing = ppm_redis_script_new ("return redis.error_reply('BOOM no')");
+    assert_int_equal (ppm_redis_eval (redis, failing, 0, 0, NULL, NULL, &reply),
+                      PPM_REDIS_ERROR_REPLY);
+    assert_non_null (strstr (ppm_redis_error (redis), "BOOM"));
+    assert_int_equal (ppm_redis_eval (redis, failing, 2, 1, argv, NULL, &reply), PPM_REDIS_INVALID);
+    ppm_redis_script_destroy (&failing);
+    ppm_redis_script_destroy (&script);
+    ppm_redis_script_destroy (&script);
+    assert_null (script);
+    ppm_redis_destroy (&redis);
+}
+
+static void
+test_redis_reply_cap_and_timeout (void **state)
+{
+    (void)state;
+    ppm_redis_options_t options = {.command_timeout_ms = 300, .max_reply_bytes = 4096};
+    ppm_redis_t *redis = s_connect (4, &options);
+    char *big = malloc (100000);
+    assert_non_null (big);
+    memset (big, 'x', 100000);
+    const char *set[] = {"SET", "big", big};
+    size_t set_lens[] = {3, 3, 100000};
+    assert_int_equal (ppm_redis_command_argv (redis, 3, set, set_lens, NULL), PPM_REDIS_OK);
+    free (big);
+    redisReply *reply = NULL;
+    assert_int_equal (ppm_redis_command (redis, &reply, "GET", "big"), PPM_REDIS_TOO_LARGE);
+    assert_null (reply);
+    assert_int_equal (ppm_redis_code (PPM_REDIS_TOO_LARGE), PPM_RESOURCE_EXHAUSTED);
+    /* Many small elements are capped as well. */
+    for (int i = 0; i < 5; i++) {
+        const char *push[] = {"RPUSH",      "list",       "0123456789", "0123456789",
+                              "0123456789", "0123456789", "0123456789", "0123456789",
+                              "0123456789", "0123456789", "0123456789", "0123456789"};
+        assert_int_equal (ppm_redis_command_argv (redis, 12, push, NULL, NULL), PPM_REDIS_OK);
+    }
+    assert_int_equal (ppm_redis_command (redis, &reply, "LRANGE", "list", "0", "-1"), PPM_REDIS_OK);
+    assert_int_equal (reply->elements, 50);
+    freeReplyObject (reply);
+    const char *more[] = {"RPUSH", "list", "0123456789012345678901234567890123456789"};
+    for (int i = 0; i < 100; i++)
+        assert_int_equal (ppm_redis_command_argv (redis, 3, more, NULL, NULL), PPM_REDIS_OK);
+    assert_int_equal (ppm_redis_command (redis, &reply, "LRANGE", "list", "0", "-1"),
+                      PPM_REDIS_TOO_LARGE);
+    /* The next command works on a fresh connection. */
+    uint64_t connects = ppm_redis_connects (redis);
+    assert_int_equal (ppm_redis_command (redis, &reply, "STRLEN", "big"), PPM_REDIS_OK);
+    assert_int_equal (reply->integer, 100000);
+    freeReplyObject (reply);
+    assert_int_equal (ppm_redis_connects (redis), connects + 1);
+
+    /* The command timeout bounds a blocking command. */
+    int64_t start = ppm_test_now_ms ();
+    assert_int_equal (ppm_redis_command (redis, &reply, "BLPOP", "nothing", "5"),
+                      PPM_REDIS_UNAVAILABLE);
+    int64_t took = ppm_test_now_ms () - start;
+    assert_true (took >= 250 && took < 2000);
+    assert_non_null (strstr (ppm_redis_error (redis), "timed out"));
+    assert_int_equal (ppm_redis_ping (redis), PPM_REDIS_OK);
+    ppm_redis_destroy (&redis);
+}
+
+static void
+test_redis_reconnect_after_restart (void **state)
+{
+    (void)state;
+    ppm_redis_t *redis = s_connect (5, NULL);
+    ppm_redis_script_t *script = ppm_redis_script_new ("return redis.call('INCR', KEYS[1])");
+    const char *keys[] = {"counter"};
+    redisReply *reply = NULL;
+    assert_int_equal (ppm_redis_eval (redis, script, 1, 1, keys, NULL, &reply), PPM_REDIS_OK);
+    assert_int_equal (reply->integer, 1);
+    freeReplyObject (reply);
+    assert_int_equal (ppm_redis_connects (redis), 1);
+
+    ppm_test_restart_redis ();
+    /* The closed idle connection is noticed and replaced before sending,
+       the database index is selected again, and the script (gone from the
+       restarted server's cache) is reloaded. */
+    assert_int_equal (ppm_redis_eval (redis, script, 1, 1, keys, NULL, &reply), PPM_REDIS_OK);
+    freeReplyObject (reply);
+    assert_int_equal (ppm_redis_connects (redis), 2);
+    assert_true (ppm_redis_ready (redis));
+    assert_int_equal (ppm_redis_command (redis, &reply, "CLIENT", "INFO"), PPM_REDIS_OK);
+    assert_non_null (strstr (reply->str, "db=5"));
+    freeReplyObject (reply);
+    ppm_redis_script_destroy (&script);
+    ppm_redis_destroy (&redis);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test (test_redis_commands_binary_safe),
+        cmocka_unit_test (test_redis_urls),
+        cmocka_unit_test (test_redis_script_and_noscript),
+        cmocka_unit_test (test_redis_reply_cap_and_timeout),
+        cmocka_unit_test (test_redis_reconnect_after_restart),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}
