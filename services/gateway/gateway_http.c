@@ -269,7 +269,8 @@ s_serve_static (gateway_http_t *self, struct MHD_Connection *conn, const char *u
     MHD_add_response_header (
         response, "Content-Security-Policy",
         "default-src 'self'; script-src 'self' https://js.stripe.com; frame-src "
-        "https://js.stripe.com; connect-src 'self'; img-src 'self' data:; style-src 'self'");
+        "https://js.stripe.com; connect-src 'self' https://api.stripe.com; img-src 'self' data: "
+        "https://*.stripe.com; style-src 'self' 'unsafe-inline'");
     s_security_headers (response);
     enum MHD_Result rc = MHD_queue_response (conn, MHD_HTTP_OK, response);
     MHD_destroy_response (response);
@@ -540,7 +541,8 @@ gateway_http_new (const gateway_http_config_t *config)
         gateway_http_destroy (&self);
         return NULL;
     }
-    unsigned int threads = config->threads > 0 ? (unsigned)config->threads : 1;
+    /* a pool of 1 is no pool: libmicrohttpd wants 0 then */
+    unsigned int threads = config->threads > 1 ? (unsigned)config->threads : 0;
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME |
                          MHD_USE_ERROR_LOG;
     self->daemon = MHD_start_daemon (

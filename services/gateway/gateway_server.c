@@ -142,6 +142,7 @@ struct _s_self_t {
     zlistx_t *streams;      /* s_stream_t * */
     uint64_t next_stream_id;
     zhashx_t *counters; /* "route|status" → uint64_t * */
+    zhashx_t *latency;  /* route → s_latency_t * */
     uint64_t inflight;  /* requests being handled */
     bool stopping;
 };
@@ -179,8 +180,19 @@ static void s_dispatch (s_self_t *self, s_ctx_t *ctx);
 
 /* ---- metrics ----------------------------------------------------------- */
 
+/* Latency histogram buckets (seconds) of ppm_http_request_duration_seconds. */
+static const double s_buckets[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+#define S_BUCKETS (sizeof s_buckets / sizeof s_buckets[0])
+
+typedef struct {
+    uint64_t counts[S_BUCKETS]; /* non-cumulative; made cumulative when written */
+    uint64_t total;
+    double sum;
+} s_latency_t;
+
+/* Counts one answer of route with status, and its latency. */
 static void
-s_count (s_self_t *self, const char *route, int status)
+s_count (s_self_t *self, const char *route, int status, gateway_req_t *req)
 {
     char key[160];
     snprintf (key, sizeof key, "%s|%d", route, status);
@@ -190,6 +202,21 @@ s_count (s_self_t *self, const char *route, int status)
         zhashx_insert (self->counters, key, n);
     }
     (*n)++;
+    if (!req)
+        return;
+    double seconds = (double)(ppm_clock_real_mono_us () - gateway_req_started_us (req)) / 1e6;
+    s_latency_t *l = zhashx_lookup (self->latency, route);
+    if (!l) {
+        l = calloc (1, sizeof *l);
+        zhashx_insert (self->latency, route, l);
+    }
+    for (size_t i = 0; i < S_BUCKETS; i++)
+        if (seconds <= s_buckets[i]) {
+            l->counts[i]++;
+            break;
+        }
+    l->total++;
+    l->sum += seconds;
 }
 
 /* ---- answering --------------------------------------------------------- */
@@ -230,7 +257,7 @@ static void
 s_reply_json (s_ctx_t *ctx, int status, json_t *json)
 {
     s_cors (ctx);
-    s_count (ctx->self, s_route_label (ctx), status);
+    s_count (ctx->self, s_route_label (ctx), status, ctx->req);
     gateway_req_respond_json (&ctx->req, status, json);
     s_ctx_destroy (&ctx);
 }
@@ -239,7 +266,7 @@ static void
 s_reply_status (s_ctx_t *ctx, const ppm_status_t *status)
 {
     s_cors (ctx);
-    s_count (ctx->self, s_route_label (ctx), gateway_http_status_for (status));
+    s_count (ctx->self, s_route_label (ctx), gateway_http_status_for (status), ctx->req);
     gateway_req_respond_status (&ctx->req, status);
     s_ctx_destroy (&ctx);
 }
@@ -744,7 +771,7 @@ s_csv_reply (s_self_t *self, s_ctx_t *ctx, ProtobufCMessage *msg)
                             "attachment; filename=\"payments.csv\"");
     if (reply->next_cursor && *reply->next_cursor && strlen (reply->next_cursor) < 512)
         gateway_req_add_header (ctx->req, "X-Next-Cursor", reply->next_cursor);
-    s_count (self, s_route_label (ctx), 200);
+    s_count (self, s_route_label (ctx), 200, ctx->req);
     gateway_req_respond (&ctx->req, 200, "text/csv; charset=utf-8", (const char *)reply->csv.data,
                          reply->csv.len);
     protobuf_c_message_free_unpacked (msg, NULL);
@@ -902,7 +929,7 @@ s_quote (s_self_t *self, s_ctx_t *ctx)
         s_quote_entry_t *entry = zhashx_lookup (self->quote_cache, key);
         if (entry && entry->expires_us > ppm_clock_real_mono_us () && entry->json) {
             s_cors (ctx);
-            s_count (self, s_route_label (ctx), 200);
+            s_count (self, s_route_label (ctx), 200, ctx->req);
             gateway_req_respond (&ctx->req, 200, "application/json", entry->json,
                                  strlen (entry->json));
             s_ctx_destroy (&ctx);
@@ -1261,7 +1288,7 @@ s_events_start (s_self_t *self, s_ctx_t *ctx)
     stream->is_payer = strcmp (ctx->party, "payer") == 0;
     s_stream_apply_session (stream, reply->session);
     s_cors (ctx);
-    s_count (self, s_route_label (ctx), 200);
+    s_count (self, s_route_label (ctx), 200, ctx->req);
     stream->req = ctx->req;
     ctx->req = NULL;
     gateway_req_stream_start (stream->req);
@@ -1475,7 +1502,33 @@ s_metrics (s_self_t *self, s_ctx_t *ctx)
                       "ppm_http_requests_total{service=\"gateway\",route=\"%.*s\",status=\"%s\"} "
                       "%llu\n",
                       (int)(bar - key), key, bar + 1, (unsigned long long)*n);
-        zchunk_extend (out, line, (size_t)len);
+        zchunk_extend (out, line, len < (int)sizeof line ? (size_t)len : sizeof line - 1);
+    }
+    zchunk_extend (out, "# TYPE ppm_http_request_duration_seconds histogram\n", 51);
+    for (s_latency_t *l = zhashx_first (self->latency); l; l = zhashx_next (self->latency)) {
+        const char *route = zhashx_cursor (self->latency);
+        uint64_t cumulative = 0;
+        char row[1024];
+        int n;
+        for (size_t i = 0; i < S_BUCKETS; i++) {
+            cumulative += l->counts[i];
+            n = snprintf (
+                row, sizeof row,
+                "ppm_http_request_duration_seconds_bucket{service=\"gateway\",route=\"%s\","
+                "le=\"%g\"} %llu\n",
+                route, s_buckets[i], (unsigned long long)cumulative);
+            zchunk_extend (out, row, n < (int)sizeof row ? (size_t)n : sizeof row - 1);
+        }
+        n = snprintf (
+            row, sizeof row,
+            "ppm_http_request_duration_seconds_bucket{service=\"gateway\",route=\"%s\","
+            "le=\"+Inf\"} %llu\n"
+            "ppm_http_request_duration_seconds_sum{service=\"gateway\",route=\"%s\"} %.6f\n"
+            "ppm_http_request_duration_seconds_count{service=\"gateway\",route=\"%s\"} "
+            "%llu\n",
+            route, (unsigned long long)l->total, route, l->sum, route,
+            (unsigned long long)l->total);
+        zchunk_extend (out, row, n < (int)sizeof row ? (size_t)n : sizeof row - 1);
     }
     char line[160];
     int len = snprintf (line, sizeof line,
@@ -1708,7 +1761,7 @@ s_accept (s_self_t *self, gateway_req_t *req, bool metrics_only)
         if (ctx->match.path_known) {
             gateway_req_add_header (req, "Allow", "GET, POST, PUT, OPTIONS");
             s_cors (ctx);
-            s_count (self, "unmatched", 405);
+            s_count (self, "unmatched", 405, ctx->req);
             json_t *body = json_pack ("{s:{s:s, s:s, s:[]}}", "error", "code", "INVALID_ARGUMENT",
                                       "message", "method not allowed", "fields");
             gateway_req_respond_json (&ctx->req, 405, body);
@@ -1832,6 +1885,13 @@ s_free_plain (void **item)
     *item = NULL;
 }
 
+/* libmicrohttpd's messages are mostly clients that went away: debug. */
+static void
+s_http_log (const char *line)
+{
+    ppm_log_debug ("http: %s", line);
+}
+
 void
 gateway_server_actor (zsock_t *pipe, void *args)
 {
@@ -1849,7 +1909,8 @@ gateway_server_actor (zsock_t *pipe, void *args)
         .body_max = (size_t)(self->config.body_max > 0 ? self->config.body_max : 65536),
         .header_max = 32768,
         .stream_max = 256 * 1024,
-        .web_root = self->config.web_root};
+        .web_root = self->config.web_root,
+        .log = s_http_log};
     self->loop = zloop_new ();
     self->http = gateway_http_new (&http);
     bool metrics_ok = true;
@@ -1876,6 +1937,8 @@ gateway_server_actor (zsock_t *pipe, void *args)
     zhashx_set_destructor (self->quote_cache, s_free_quote);
     self->counters = zhashx_new ();
     zhashx_set_destructor (self->counters, s_free_plain);
+    self->latency = zhashx_new ();
+    zhashx_set_destructor (self->latency, s_free_plain);
     self->streams = zlistx_new ();
     bool ok = self->http && metrics_ok && self->config_rpc && self->rate_rpc && self->payment_rpc &&
               self->metering_rpc &&
@@ -1933,6 +1996,7 @@ gateway_server_actor (zsock_t *pipe, void *args)
     zhashx_destroy (&self->secret_cache);
     zhashx_destroy (&self->quote_cache);
     zhashx_destroy (&self->counters);
+    zhashx_destroy (&self->latency);
     zloop_destroy (&self->loop);
     free (self);
 }

@@ -1005,6 +1005,8 @@ test_dead_backend (void **state)
         r.body,
         "ppm_http_requests_total{service=\"gateway\",route=\"/v1/quote\",status=\"503\"} 1"));
     assert_non_null (strstr (r.body, "ppm_sse_clients"));
+    assert_non_null (strstr (r.body, "ppm_http_request_duration_seconds_count{service=\"gateway\","
+                                     "route=\"/v1/quote\"} 1"));
     s_http_port (metrics_port, "GET", "/v1/quote?payee=u&kind=chat", s_token_payer, NULL, 0, NULL,
                  5000, &r);
     assert_int_equal (r.status, 404);

@@ -91,6 +91,7 @@
     $('terms-link').href = quote.terms_url || '#';
     $('accept-terms').checked = false;
     minutes = null;
+    pending = null;
     const live = quote.stripe_mode === 'live';
     $('test-cards').hidden = live;
     refreshPay();
@@ -122,6 +123,35 @@
     };
     return (code && reasons[code]) ? reasons[code] + ' (' + code + ') Try another card.' : err.message + ' Try another card.';
   }
+  /* A payment started for some minutes is confirmed again after a decline
+     (the payment service allows it) instead of starting another one. */
+  let pending = null; /* { id, minutes, clientSecret, publishableKey } */
+  let stripe = null;
+  let cardElement = null;
+
+  function loadStripe() {
+    return new Promise((resolve, reject) => {
+      if (window.Stripe) { resolve(window.Stripe); return; }
+      const tag = el('script', { src: 'https://js.stripe.com/v3/' });
+      tag.addEventListener('load', () => resolve(window.Stripe));
+      tag.addEventListener('error', () => reject(new Error('Stripe.js could not be loaded')));
+      document.head.append(tag);
+    });
+  }
+  async function mountCard(publishableKey) {
+    if (cardElement) return;
+    const Stripe = await loadStripe();
+    stripe = Stripe(publishableKey);
+    cardElement = stripe.elements().create('card');
+    $('stripe-element').hidden = false;
+    cardElement.mount('#stripe-element');
+  }
+  async function payLive(co) {
+    await mountCard(co.publishable_key);
+    const result = await stripe.confirmCardPayment(co.client_secret, { payment_method: { card: cardElement } });
+    if (result.error) throw new Error(result.error.message + ' Try another card.');
+  }
+
   $('pay-form').addEventListener('submit', async (e) => {
     e.preventDefault();
     errorBox('pay-error', '');
@@ -131,16 +161,24 @@
     }
     $('pay-button').disabled = true;
     try {
-      const co = await api('POST', '/v1/sessions/' + session.session_id + '/checkout', token,
-        { minutes, accept_terms: true });
-      const card = (document.querySelector('input[name=card]:checked') || {}).value || 'pm_card_visa';
-      const cf = await api('POST', '/v1/sessions/' + session.session_id + '/confirm', token,
-        { payment_method: card, payment_id: co.data.payment_id });
-      if (cf.data.state === 'requires_action') {
-        errorBox('pay-error', 'Your bank asks for authentication (3-D Secure): this test card cannot complete it here. Choose another card.');
-        $('pay-button').disabled = false;
-        return;
+      if (!pending || pending.minutes !== minutes) {
+        const co = await api('POST', '/v1/sessions/' + session.session_id + '/checkout', token,
+          { minutes, accept_terms: true });
+        pending = { id: co.data.payment_id, minutes, data: co.data };
       }
+      if (quote.stripe_mode === 'live') {
+        await payLive(pending.data);
+      } else {
+        const card = (document.querySelector('input[name=card]:checked') || {}).value || 'pm_card_visa';
+        const cf = await api('POST', '/v1/sessions/' + session.session_id + '/confirm', token,
+          { payment_method: card, payment_id: pending.id });
+        if (cf.data.state === 'requires_action') {
+          errorBox('pay-error', 'Your bank asks for authentication (3-D Secure), which this test card cannot complete here. Choose another card.');
+          $('pay-button').disabled = false;
+          return;
+        }
+      }
+      pending = null;
       $('pay').close();
       openSession();
     } catch (err) {
