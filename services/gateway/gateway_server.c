@@ -105,6 +105,14 @@ typedef struct {
     int64_t expires_us;
 } s_quote_entry_t;
 
+/* A user's roles as their own verified token last said (B1: the payee's
+   roles choose a role rate when a payer asks for a quote). */
+typedef struct {
+    char roles[PPM_JWT_MAX_ROLES][PPM_JWT_MAX_ID + 1];
+    size_t count;
+} s_roles_t;
+#define S_ROLES_SEEN_MAX 100000
+
 typedef struct _s_self_t s_self_t;
 
 /* One open event stream. */
@@ -138,6 +146,7 @@ struct _s_self_t {
     ppm_events_sub_t *events;
     zhashx_t *admin_cache;  /* sha256(key) hex → s_admin_entry_t */
     zhashx_t *secret_cache; /* tenant → s_secret_entry_t */
+    zhashx_t *roles_seen;   /* tenant|user → s_roles_t: roles from users' own tokens */
     zhashx_t *quote_cache;  /* tenant|payee|kind → s_quote_entry_t */
     zlistx_t *streams;      /* s_stream_t * */
     uint64_t next_stream_id;
@@ -442,6 +451,19 @@ s_user_with_secret (s_self_t *self, s_ctx_t *ctx, s_secret_entry_t *entry)
     if (!gateway_valid_id (ctx->claims.sub, S_ID_MAX)) {
         s_reply_error (ctx, PPM_UNAUTHENTICATED, "invalid user token: bad sub");
         return;
+    }
+    if (ctx->claims.role_count > 0) {
+        char key[2 * S_ID_MAX + 2];
+        snprintf (key, sizeof key, "%s|%s", ctx->claims.tid, ctx->claims.sub);
+        s_roles_t *seen = zhashx_lookup (self->roles_seen, key);
+        if (!seen) {
+            if (zhashx_size (self->roles_seen) >= S_ROLES_SEEN_MAX)
+                zhashx_purge (self->roles_seen);
+            seen = calloc (1, sizeof *seen);
+            zhashx_insert (self->roles_seen, key, seen);
+        }
+        memcpy (seen->roles, ctx->claims.roles, sizeof seen->roles);
+        seen->count = ctx->claims.role_count;
     }
     const char *origin = gateway_req_header (ctx->req, "Origin");
     if (origin) {
@@ -875,6 +897,23 @@ s_admin_health (s_self_t *self, s_ctx_t *ctx)
 
 /* ---- payer and payee handlers --------------------------------------------- */
 
+/* Fills the quote request's payee_roles from what the payee's own token
+   said (roles[] is the caller's storage for the pointers). */
+static void
+s_payee_roles (s_self_t *self, s_ctx_t *ctx, const char *payee, Ppm__V1__QuoteRequest *msg,
+               char **roles)
+{
+    char key[2 * S_ID_MAX + 2];
+    snprintf (key, sizeof key, "%s|%s", ctx->tenant, payee);
+    s_roles_t *seen = zhashx_lookup (self->roles_seen, key);
+    if (!seen)
+        return;
+    for (size_t i = 0; i < seen->count; i++)
+        roles[i] = seen->roles[i];
+    msg->payee_roles = roles;
+    msg->n_payee_roles = seen->count;
+}
+
 static void
 s_quote_reply (s_self_t *self, s_ctx_t *ctx, ProtobufCMessage *msg)
 {
@@ -941,6 +980,8 @@ s_quote (s_self_t *self, s_ctx_t *ctx)
     msg.payee = (char *)payee;
     msg.payer = ctx->claims.sub;
     msg.kind = (char *)kind;
+    char *roles[PPM_JWT_MAX_ROLES];
+    s_payee_roles (self, ctx, payee, &msg, roles);
     s_call (ctx, self->rate_rpc, "rate", "rate.Quote", &msg.base, true, &ppm__v1__quote__descriptor,
             s_quote_reply, false);
 }
@@ -1008,6 +1049,8 @@ s_session_create (s_self_t *self, s_ctx_t *ctx)
     msg.payee = (char *)payee;
     msg.payer = ctx->claims.sub;
     msg.kind = (char *)kind;
+    char *roles[PPM_JWT_MAX_ROLES];
+    s_payee_roles (self, ctx, payee, &msg, roles);
     s_call (ctx, self->rate_rpc, "rate", "rate.Quote", &msg.base, true, &ppm__v1__quote__descriptor,
             s_session_quoted, false);
 }
@@ -1933,6 +1976,8 @@ gateway_server_actor (zsock_t *pipe, void *args)
     zhashx_set_destructor (self->admin_cache, s_free_plain);
     self->secret_cache = zhashx_new ();
     zhashx_set_destructor (self->secret_cache, s_free_secret);
+    self->roles_seen = zhashx_new ();
+    zhashx_set_destructor (self->roles_seen, s_free_plain);
     self->quote_cache = zhashx_new ();
     zhashx_set_destructor (self->quote_cache, s_free_quote);
     self->counters = zhashx_new ();
@@ -1995,6 +2040,7 @@ gateway_server_actor (zsock_t *pipe, void *args)
     zhashx_destroy (&self->admin_cache);
     zhashx_destroy (&self->secret_cache);
     zhashx_destroy (&self->quote_cache);
+    zhashx_destroy (&self->roles_seen);
     zhashx_destroy (&self->counters);
     zhashx_destroy (&self->latency);
     zloop_destroy (&self->loop);

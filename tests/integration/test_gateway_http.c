@@ -228,6 +228,9 @@ s_fake_rate_metering (ppm_rpc_call_t *call, const char *method, const char *tena
         q.kind = req->kind;
         q.paid = true;
         q.rate_per_minute = 250;
+        /* the role rate of a "coach", as rate would resolve it */
+        if (req->n_payee_roles > 0 && streq (req->payee_roles[0], "coach"))
+            q.rate_per_minute = 500;
         q.currency = "USD";
         q.presets = presets;
         q.n_presets = 3;
@@ -819,6 +822,33 @@ test_user_auth (void **state)
 }
 
 static void
+test_payee_roles (void **state)
+{
+    (void)state;
+    s_resp_t r;
+    /* before the payee has shown a token with roles: no role */
+    s_http ("GET", "/v1/quote?payee=u_coach&kind=call", s_token_payer, NULL, &r);
+    assert_int_equal (r.status, 200);
+    assert_non_null (strstr (r.body, "\"rate_per_minute\":250"));
+    /* the payee's own token says it is a coach (any request will do) */
+    ppm_jwt_claims_t claims;
+    memset (&claims, 0, sizeof claims);
+    snprintf (claims.tid, sizeof claims.tid, "t_a");
+    snprintf (claims.sub, sizeof claims.sub, "u_coach");
+    snprintf (claims.roles[0], sizeof claims.roles[0], "coach");
+    claims.role_count = 1;
+    claims.exp = ppm_clock_real_ms () / 1000 + 600;
+    char *coach = ppm_jwt_sign (&claims, (const uint8_t *)SECRET_A, strlen (SECRET_A));
+    s_http ("GET", "/v1/quote?payee=u_payer&kind=call", coach, NULL, &r);
+    assert_int_equal (r.status, 200);
+    free (coach);
+    /* now a payer's quote for that payee carries the payee's roles */
+    s_http ("GET", "/v1/quote?payee=u_coach&kind=call", s_token_payer, NULL, &r);
+    assert_int_equal (r.status, 200);
+    assert_non_null (strstr (r.body, "\"rate_per_minute\":500"));
+}
+
+static void
 test_sessions (void **state)
 {
     (void)state;
@@ -1019,9 +1049,9 @@ main (void)
     curl_global_init (CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test (test_admin_settings), cmocka_unit_test (test_admin_rates_and_lists),
-        cmocka_unit_test (test_user_auth),      cmocka_unit_test (test_sessions),
-        cmocka_unit_test (test_events_stream),  cmocka_unit_test (test_webhook),
-        cmocka_unit_test (test_dead_backend),
+        cmocka_unit_test (test_user_auth),      cmocka_unit_test (test_payee_roles),
+        cmocka_unit_test (test_sessions),       cmocka_unit_test (test_events_stream),
+        cmocka_unit_test (test_webhook),        cmocka_unit_test (test_dead_backend),
     };
     int rc = cmocka_run_group_tests (tests, s_setup, s_teardown);
     curl_global_cleanup ();
