@@ -20,19 +20,20 @@
 #define S_DEFAULT_STMT    5000
 
 struct _ppm_pg_t {
-    char *url;                 /* connection URL or conninfo (may hold a password) */
-    char connect_timeout[24];  /* libpq connect_timeout, whole seconds */
-    char options[80];          /* libpq options: -c statement_timeout=… */
-    char tcp_user_timeout[24]; /* ms */
-    char *application_name;    /* shown in pg_stat_activity */
-    PGconn *conn;              /* NULL before the first attempt */
-    bool in_tx;                /* ppm_pg_begin succeeded, not yet ended */
-    bool tx_lost;              /* the connection broke during the transaction */
-    int64_t backoff_ms;        /* current back-off; 0 after a success */
-    int64_t retry_at_ms;       /* no connection attempt before this (mono) */
-    uint64_t connects;         /* successful connections so far */
-    char error[S_ERROR_MAX];   /* last failure's message */
-    char sqlstate[8];          /* last failure's SQLSTATE */
+    char *url;                       /* connection URL or conninfo (may hold a password) */
+    char connect_timeout[24];        /* libpq connect_timeout, whole seconds */
+    char options[80];                /* libpq options: -c statement_timeout=… */
+    char tcp_user_timeout[24];       /* ms */
+    char *application_name;          /* shown in pg_stat_activity */
+    PGconn *conn;                    /* NULL before the first attempt */
+    bool in_tx;                      /* ppm_pg_begin succeeded, not yet ended */
+    bool tx_lost;                    /* the connection broke during the transaction */
+    int64_t backoff_ms;              /* current back-off; 0 after a success */
+    int64_t retry_at_ms;             /* no connection attempt before this (mono) */
+    uint64_t connects;               /* successful connections so far */
+    char error[S_ERROR_MAX];         /* last failure's message */
+    char connect_error[S_ERROR_MAX]; /* why the last connection attempt failed */
+    char sqlstate[8];                /* last failure's SQLSTATE */
 };
 
 static int64_t
@@ -111,9 +112,12 @@ s_ensure_connected (ppm_pg_t *self)
 {
     if (s_conn_ok (self))
         return 0;
-    if (s_mono_ms () < self->retry_at_ms) {
-        if (self->error[0] == '\0')
-            s_set_error (self, "PostgreSQL unavailable (reconnection backing off)", NULL);
+    int64_t wait_ms = self->retry_at_ms - s_mono_ms ();
+    if (wait_ms > 0) {
+        char message[S_ERROR_MAX + 64];
+        snprintf (message, sizeof message, "PostgreSQL unavailable, next attempt in %d ms: %s",
+                  (int)wait_ms, self->connect_error);
+        s_set_error (self, message, NULL);
         return -1;
     }
     if (self->conn) {
@@ -143,6 +147,7 @@ s_ensure_connected (ppm_pg_t *self)
         return 0;
     }
     s_set_error (self, self->conn ? PQerrorMessage (self->conn) : "out of memory", NULL);
+    snprintf (self->connect_error, sizeof self->connect_error, "%s", self->error);
     if (self->conn) {
         PQfinish (self->conn);
         self->conn = NULL;

@@ -25,19 +25,20 @@
 #define S_DEFAULT_MAX     (1024 * 1024)
 
 struct _ppm_redis_t {
-    char host[S_HOST_MAX];       /* host name or address */
-    int port;                    /* TCP port */
-    int db;                      /* database index selected after connecting */
-    char user[S_SECRET_MAX];     /* ACL user ("" = default) */
-    char password[S_SECRET_MAX]; /* "" = no AUTH */
-    struct timeval connect_tv;   /* connect timeout */
-    struct timeval command_tv;   /* read/write timeout per command */
-    size_t max_reply;            /* cap on one reply's wire bytes */
-    redisContext *ctx;           /* NULL when disconnected */
-    int64_t backoff_ms;          /* current back-off; 0 after a success */
-    int64_t retry_at_ms;         /* no connection attempt before this (mono) */
-    uint64_t connects;           /* successful connections so far */
-    char error[S_ERROR_MAX];     /* last failure's text */
+    char host[S_HOST_MAX];           /* host name or address */
+    int port;                        /* TCP port */
+    int db;                          /* database index selected after connecting */
+    char user[S_SECRET_MAX];         /* ACL user ("" = default) */
+    char password[S_SECRET_MAX];     /* "" = no AUTH */
+    struct timeval connect_tv;       /* connect timeout */
+    struct timeval command_tv;       /* read/write timeout per command */
+    size_t max_reply;                /* cap on one reply's wire bytes */
+    redisContext *ctx;               /* NULL when disconnected */
+    int64_t backoff_ms;              /* current back-off; 0 after a success */
+    int64_t retry_at_ms;             /* no connection attempt before this (mono) */
+    uint64_t connects;               /* successful connections so far */
+    char error[S_ERROR_MAX];         /* last failure's text */
+    char connect_error[S_ERROR_MAX]; /* why the last connection attempt failed */
 };
 
 struct _ppm_redis_script_t {
@@ -173,9 +174,11 @@ s_ensure_connected (ppm_redis_t *self)
 {
     if (self->ctx)
         return 0;
-    if (s_mono_ms () < self->retry_at_ms) {
-        if (self->error[0] == '\0')
-            s_set_error (self, "Redis unavailable (reconnection backing off)", NULL);
+    int64_t wait_ms = self->retry_at_ms - s_mono_ms ();
+    if (wait_ms > 0) {
+        snprintf (self->error, sizeof self->error,
+                  "Redis unavailable, next attempt in %d ms: %.400s", (int)wait_ms,
+                  self->connect_error);
         return -1;
     }
     self->ctx = redisConnectWithTimeout (self->host, self->port, self->connect_tv);
@@ -200,6 +203,7 @@ s_ensure_connected (ppm_redis_t *self)
         ok = s_roundtrip (self, 2, select, NULL, NULL) == PPM_REDIS_OK;
     }
     if (!ok) {
+        snprintf (self->connect_error, sizeof self->connect_error, "%s", self->error);
         s_drop (self);
         self->backoff_ms = self->backoff_ms ? self->backoff_ms * 2 : S_BACKOFF_MIN_MS;
         if (self->backoff_ms > S_BACKOFF_MAX_MS)

@@ -110,6 +110,19 @@ test_redis_urls (void **state)
     assert_int_equal (ppm_redis_connects (redis), 0);
     assert_int_equal (ppm_redis_code (PPM_REDIS_UNAVAILABLE), PPM_UNAVAILABLE);
     ppm_redis_destroy (&redis);
+
+    /* A password the server does not expect: AUTH fails, the connection is
+       refused, and the password is not in the error. */
+    const char *base = getenv ("PPM_TEST_REDIS_URL");
+    assert_non_null (base);
+    snprintf (url, sizeof url, "redis://:hunter2pass@%s/1", base + strlen ("redis://"));
+    redis = ppm_redis_new (url, NULL, NULL);
+    assert_non_null (redis);
+    assert_false (ppm_redis_ready (redis));
+    assert_int_equal (ppm_redis_ping (redis), PPM_REDIS_UNAVAILABLE);
+    assert_non_null (strstr (ppm_redis_error (redis), "AUTH"));
+    assert_null (strstr (ppm_redis_error (redis), "hunter2pass"));
+    ppm_redis_destroy (&redis);
 }
 
 static void

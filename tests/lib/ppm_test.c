@@ -189,9 +189,12 @@ ppm_test_free_port (void)
 pid_t
 ppm_test_spawn (const char *bin, char *const argv[], char *const env_extra[])
 {
-    const char *dir = s_harness_env ("PPM_BIN_DIR");
     assert_non_null (bin);
-    char *path = s_format ("%s/%s", dir, bin);
+    /* A path with a slash is used as is (system tools in tests). */
+    bool explicit_path = strchr (bin, '/') != NULL;
+    char *path = explicit_path ? s_format ("%s", bin)
+                               : s_format ("%s/%s", s_harness_env ("PPM_BIN_DIR"), bin);
+    const char *name = strrchr (path, '/') ? strrchr (path, '/') + 1 : path;
     if (access (path, X_OK) != 0) {
         char *message = s_format ("%s is not an executable: %s", path, strerror (errno));
         free (path);
@@ -217,7 +220,7 @@ ppm_test_spawn (const char *bin, char *const argv[], char *const env_extra[])
     if (tmp && *tmp) {
         char *logs = s_format ("%s/logs", tmp);
         mkdir (logs, 0755);
-        char *log = s_format ("%s/%s.%d.%lld.log", logs, bin, (int)getpid (),
+        char *log = s_format ("%s/%s.%d.%lld.log", logs, name, (int)getpid (),
                               (long long)ppm_test_now_ms ());
         log_fd = open (log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         free (log);
