@@ -6,6 +6,7 @@
 #include "ppm_clock.h"
 #include "ppm_env.h"
 #include "ppm_log.h"
+#include "ppm_metrics.h"
 #include "rate_server.h"
 
 int
@@ -13,11 +14,15 @@ main (int argc, char **argv)
 {
     struct {
         char *rpc_bind;
+        char *metrics_bind;
         char *config_endpoint;
         char *config_events;
         int64_t refresh_ms;
     } cfg = {0};
-    ppm_env_t env[] = {{"PPM_RPC_BIND", PPM_ENV_STRING, .def = "tcp://127.0.0.1:7111",
+    ppm_env_t env[] = {{"PPM_METRICS_BIND", PPM_ENV_STRING, .def = "127.0.0.1:9111",
+                        .out = &cfg.metrics_bind,
+                        .help = "/metrics, /healthz, /readyz (host:port)"},
+                       {"PPM_RPC_BIND", PPM_ENV_STRING, .def = "tcp://127.0.0.1:7111",
                         .out = &cfg.rpc_bind, .help = "RPC (ROUTER) endpoint"},
                        {"PPM_CONFIG_ENDPOINT", PPM_ENV_STRING, .def = "tcp://127.0.0.1:7101",
                         .out = &cfg.config_endpoint, .help = "config service RPC"},
@@ -49,8 +54,19 @@ main (int argc, char **argv)
         ppm_env_free (env);
         return 1;
     }
+    ppm_metrics_server_t *metrics =
+        ppm_metrics_server_new (ppm_metrics_global (), cfg.metrics_bind, NULL, NULL);
+    if (!metrics) {
+        fprintf (stderr, "ppm-rate: cannot serve metrics on %s\n", cfg.metrics_bind);
+        zactor_destroy (&server);
+        ppm_env_free (env);
+        return 1;
+    }
+    ppm_metrics_server_set_ready (metrics, true);
     while (!zsys_interrupted)
         zclock_sleep (100);
+    ppm_metrics_server_set_ready (metrics, false);
+    ppm_metrics_server_destroy (&metrics);
     ppm_log_info ("rate: stopping");
     zactor_destroy (&server);
     ppm_env_free (env);

@@ -13,6 +13,7 @@
 #include "ppm_clock.h"
 #include "ppm_events.h"
 #include "ppm_log.h"
+#include "ppm_metrics.h"
 #include "ppm_rpc.h"
 #include "proto/config.pb-c.h"
 #include "proto/rate.pb-c.h"
@@ -35,6 +36,12 @@ typedef struct {
     uint64_t refreshes;       /* completed revision walks */
     uint64_t fetched;         /* snapshots swapped in */
     bool stopping;            /* destroying: start nothing new */
+    int64_t walk_started_ms;  /* real time the running walk began */
+    int64_t confirmed_ms;     /* real time the last complete walk began */
+    ppm_counter_t *quotes;    /* ppm_rate_quotes_total{result} */
+    ppm_gauge_t *tenants;     /* ppm_rate_cache_tenants */
+    ppm_gauge_t *age;         /* ppm_rate_cache_age_seconds */
+    ppm_counter_t *reloads;   /* ppm_rate_cache_reloads_total{reason} */
 } self_t;
 
 typedef struct {
@@ -43,6 +50,7 @@ typedef struct {
     rate_tenant_t *building; /* the entry being assembled */
     int64_t revision;        /* revision of the first page */
     bool again;              /* a change arrived during the fetch */
+    const char *reason;      /* "start", "event", "poll" (metrics; static) */
     zlistx_t *waiting;       /* waiting_t: quotes for an uncached tenant */
 } fetch_t;
 
@@ -51,7 +59,7 @@ typedef struct {
     Ppm__V1__QuoteRequest *request; /* unpacked, owned */
 } waiting_t;
 
-static void s_fetch_start (self_t *self, const char *tenant_id);
+static void s_fetch_start (self_t *self, const char *tenant_id, const char *reason);
 static void s_fetch_page (fetch_t *fetch, const char *cursor);
 
 /* ---- quotes ------------------------------------------------------------- */
@@ -61,16 +69,20 @@ s_answer (self_t *self, ppm_rpc_call_t **call_p, Ppm__V1__QuoteRequest *req, con
 {
     const rate_tenant_t *entry = rate_cache_lookup (self->cache, tenant);
     if (!entry) {
+        ppm_counter_inc (self->quotes, 1, "error");
         ppm_rpc_call_error (call_p, PPM_NOT_FOUND, "no such tenant");
         return;
     }
     rate_quote_t quote;
     ppm_status_t *status =
         rate_quote_build (entry, req, ppm_clock_scale () > 1, ppm_clock_now_ms (), &quote);
-    if (status)
+    if (status) {
+        ppm_counter_inc (self->quotes, 1, "error");
         ppm_rpc_call_fail (call_p, &status);
-    else
+    } else {
+        ppm_counter_inc (self->quotes, 1, quote.quote.paid ? "paid" : "free");
         ppm_rpc_call_reply (call_p, (const ProtobufCMessage *)&quote.quote);
+    }
 }
 
 static void
@@ -107,7 +119,7 @@ s_quote (ppm_rpc_call_t *call, void *arg)
         return;
     }
     /* Not cached: wait for its first snapshot. */
-    s_fetch_start (self, tenant);
+    s_fetch_start (self, tenant, "start");
     fetch_t *fetch = zhashx_lookup (self->fetches, tenant);
     if (!fetch) {
         /* Queued behind other fetches: bounded, refuse rather than hold. */
@@ -168,11 +180,11 @@ s_fetch_end (self_t *self, fetch_t *fetch, const ppm_status_t *status)
         return;
     }
     if (again)
-        s_fetch_start (self, tenant);
+        s_fetch_start (self, tenant, "event");
     free (tenant);
     while (zlistx_size (self->queue) && zhashx_size (self->fetches) < S_MAX_FETCHES) {
         char *next = zlistx_detach (self->queue, NULL);
-        s_fetch_start (self, next);
+        s_fetch_start (self, next, "poll");
         free (next);
     }
 }
@@ -254,6 +266,8 @@ s_on_snapshot (const ppm_status_t *status, const uint8_t *payload, size_t size, 
     if (rate_cache_revision (self->cache, fetch->tenant_id) <= fetch->revision) {
         rate_cache_replace (self->cache, &fetch->building);
         self->fetched++;
+        ppm_counter_inc (self->reloads, 1, fetch->reason ? fetch->reason : "poll");
+        ppm_gauge_set (self->tenants, (double)rate_cache_size (self->cache));
     }
     s_fetch_end (self, fetch, NULL);
 }
@@ -284,7 +298,7 @@ s_fetch_free (void **item)
 }
 
 static void
-s_fetch_start (self_t *self, const char *tenant_id)
+s_fetch_start (self_t *self, const char *tenant_id, const char *reason)
 {
     if (!self->config || self->stopping)
         return;
@@ -306,6 +320,7 @@ s_fetch_start (self_t *self, const char *tenant_id)
     fetch->self = self;
     fetch->tenant_id = strdup (tenant_id);
     fetch->waiting = zlistx_new ();
+    fetch->reason = reason;
     zhashx_insert (self->fetches, tenant_id, fetch);
     s_fetch_page (fetch, "");
 }
@@ -334,13 +349,14 @@ s_on_revisions (const ppm_status_t *status, const uint8_t *payload, size_t size,
     for (size_t i = 0; i < reply->n_tenants; i++) {
         const Ppm__V1__TenantRevision *t = reply->tenants[i];
         if (rate_cache_revision (self->cache, t->tenant_id) != t->revision)
-            s_fetch_start (self, t->tenant_id);
+            s_fetch_start (self, t->tenant_id, self->confirmed_ms ? "poll" : "start");
     }
     if (reply->next_cursor && *reply->next_cursor)
         s_list_page (self, reply->next_cursor);
     else {
         self->listing = false;
         self->refreshes++;
+        self->confirmed_ms = self->walk_started_ms;
     }
     ppm__v1__list_revisions_reply__free_unpacked (reply, NULL);
 }
@@ -366,8 +382,11 @@ s_on_refresh_timer (zloop_t *loop, int timer_id, void *arg)
     self_t *self = arg;
     if (!self->listing) {
         self->listing = true;
+        self->walk_started_ms = ppm_clock_real_ms ();
         s_list_page (self, "");
     }
+    if (self->confirmed_ms)
+        ppm_gauge_set (self->age, (double)(ppm_clock_real_ms () - self->confirmed_ms) / 1000.0);
     return 0;
 }
 
@@ -376,7 +395,7 @@ s_on_event (const ppm_event_t *event, void *arg)
 {
     self_t *self = arg;
     if (event->tenant_id && *event->tenant_id)
-        s_fetch_start (self, event->tenant_id);
+        s_fetch_start (self, event->tenant_id, "event");
 }
 
 /* ---- actor -------------------------------------------------------------- */
@@ -419,6 +438,17 @@ s_self_new (zsock_t *pipe, rate_server_args_t *args)
         return NULL;
     }
     zhashx_set_destructor (self->fetches, s_fetch_free);
+    ppm_metrics_t *metrics = ppm_metrics_global ();
+    self->quotes =
+        ppm_metrics_counter (metrics, "ppm_rate_quotes_total", "quotes answered", "result");
+    self->tenants =
+        ppm_metrics_gauge (metrics, "ppm_rate_cache_tenants", "tenants held in memory", NULL);
+    self->age =
+        ppm_metrics_gauge (metrics, "ppm_rate_cache_age_seconds",
+                           "age of the oldest tenant copy since last confirmed current", NULL);
+    self->reloads =
+        ppm_metrics_counter (metrics, "ppm_rate_cache_reloads_total", "tenant reloads", "reason");
+    ppm_gauge_set (self->tenants, (double)rate_cache_size (self->cache));
     zlistx_set_duplicator (self->queue, (czmq_duplicator *)strdup);
     zlistx_set_destructor (self->queue, (czmq_destructor *)zstr_free);
     self->rpc = ppm_rpc_server_new (self->loop, args->rpc_bind);
