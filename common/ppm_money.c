@@ -246,6 +246,21 @@ ppm_money_for_usage (int64_t rate_per_minute, int64_t used_ms, bool per_second, 
     return PPM_MONEY_OK;
 }
 
+ppm_money_err_t
+ppm_money_round_step (const ppm_currency_t *currency, int64_t amount, bool up, int64_t *out)
+{
+    if (!currency)
+        return PPM_MONEY_BAD_CURRENCY;
+    if (amount < 0)
+        return PPM_MONEY_NEGATIVE;
+    int64_t rest = amount % currency->step;
+    int64_t result = amount - rest;
+    if (up && rest != 0 && __builtin_add_overflow (result, currency->step, &result))
+        return PPM_MONEY_OVERFLOW;
+    *out = result;
+    return PPM_MONEY_OK;
+}
+
 int
 ppm_money_format (const ppm_currency_t *currency, int64_t amount, char *buf, size_t size)
 {

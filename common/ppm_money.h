@@ -62,6 +62,12 @@ ppm_money_err_t ppm_money_check_amount (const ppm_currency_t *currency, int64_t 
 ppm_money_err_t ppm_money_for_usage (int64_t rate_per_minute, int64_t used_ms, bool per_second,
                                      int64_t *out);
 
+/* Rounds amount (≥ 0) to a multiple of the currency's step (ISK/UGX 100,
+   three-decimal currencies 10, else 1): up (for a charge) or down (for a
+   refund or a cap). OVERFLOW when rounding up leaves int64_t. */
+ppm_money_err_t ppm_money_round_step (const ppm_currency_t *currency, int64_t amount, bool up,
+                                      int64_t *out);
+
 /* Formats for people: 1234 USD → "12.34", 1234 JPY → "1234", 1230 KWD →
    "1.230". Returns 0, or -1 when size is too small. */
 int ppm_money_format (const ppm_currency_t *currency, int64_t amount, char *buf, size_t size);

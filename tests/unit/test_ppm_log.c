@@ -317,6 +317,55 @@ test_mask_and_redact (void **state)
     assert_int_equal (ppm_redact (NULL), 0);
 }
 
+/* Random texts with planted secrets: the text never grows, no planted
+   secret's body survives (beyond the last 4 characters), and redacting
+   again changes nothing. */
+static void
+test_redact_property (void **state)
+{
+    (void)state;
+    static const char *prefixes[] = {"sk_test_", "sk_live_", "rk_test_", "rk_live_",
+                                     "whsec_",   "ppmak_",   "Bearer "};
+    static const char *fillers[] = {" ", ".", "=", "\"", "a.b.c", "x", "é", ":", "\n", "1.2.3"};
+    static const char alnum[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    unsigned seed = 12345;
+    for (int round = 0; round < 2000; round++) {
+        char text[1024] = "";
+        char bodies[8][32];
+        int planted = 0;
+        size_t len = 0;
+        while (len < 700) {
+            seed = seed * 1103515245u + 12345u;
+            unsigned r = (seed >> 16) & 0x7fff;
+            if (r % 3 == 0 && planted < 8) {
+                const char *prefix = prefixes[r % 7];
+                char *body = bodies[planted++];
+                for (int i = 0; i < 24; i++) {
+                    seed = seed * 1103515245u + 12345u;
+                    body[i] = alnum[((seed >> 16) & 0x7fff) % 62];
+                }
+                body[24] = '\0';
+                len += (size_t)snprintf (text + len, sizeof text - len, " %s%s ", prefix, body);
+            } else
+                len += (size_t)snprintf (text + len, sizeof text - len, "%s", fillers[r % 10]);
+        }
+        size_t before = strlen (text);
+        int count = ppm_redact (text);
+        assert_true (strlen (text) <= before);
+        assert_true (count >= planted);
+        for (int i = 0; i < planted; i++) {
+            char head[21];
+            memcpy (head, bodies[i], 20);
+            head[20] = '\0';
+            assert_null (strstr (text, head));
+        }
+        char again[1024];
+        memcpy (again, text, strlen (text) + 1);
+        assert_int_equal (ppm_redact (again), 0);
+        assert_string_equal (again, text);
+    }
+}
+
 static void
 test_long_message_cut (void **state)
 {
@@ -346,6 +395,7 @@ main (void)
         cmocka_unit_test_setup (test_context_per_thread_and_atomic_lines, s_setup),
         cmocka_unit_test_setup (test_secrets_redacted, s_setup),
         cmocka_unit_test_setup (test_mask_and_redact, s_setup),
+        cmocka_unit_test_setup (test_redact_property, s_setup),
         cmocka_unit_test_setup (test_long_message_cut, s_setup),
     };
     int rc = cmocka_run_group_tests (tests, NULL, NULL);

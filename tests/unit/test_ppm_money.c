@@ -229,6 +229,33 @@ test_usage_rounding (void **state)
 }
 
 static void
+test_round_step (void **state)
+{
+    (void)state;
+    int64_t out = -1;
+    assert_int_equal (ppm_money_round_step (s_cur ("ISK"), 12345, true, &out), PPM_MONEY_OK);
+    assert_int_equal (out, 12400);
+    assert_int_equal (ppm_money_round_step (s_cur ("ISK"), 12345, false, &out), PPM_MONEY_OK);
+    assert_int_equal (out, 12300);
+    assert_int_equal (ppm_money_round_step (s_cur ("ISK"), 12300, true, &out), PPM_MONEY_OK);
+    assert_int_equal (out, 12300);
+    assert_int_equal (ppm_money_round_step (s_cur ("KWD"), 1231, true, &out), PPM_MONEY_OK);
+    assert_int_equal (out, 1240);
+    assert_int_equal (ppm_money_round_step (s_cur ("KWD"), 1239, false, &out), PPM_MONEY_OK);
+    assert_int_equal (out, 1230);
+    assert_int_equal (ppm_money_round_step (s_cur ("USD"), 1231, true, &out), PPM_MONEY_OK);
+    assert_int_equal (out, 1231);
+    assert_int_equal (ppm_money_round_step (s_cur ("UGX"), 0, true, &out), PPM_MONEY_OK);
+    assert_int_equal (out, 0);
+    assert_int_equal (ppm_money_round_step (s_cur ("UGX"), INT64_MAX, true, &out),
+                      PPM_MONEY_OVERFLOW);
+    assert_int_equal (ppm_money_round_step (s_cur ("UGX"), INT64_MAX, false, &out), PPM_MONEY_OK);
+    assert_int_equal (out, INT64_MAX - INT64_MAX % 100);
+    assert_int_equal (ppm_money_round_step (s_cur ("USD"), -1, true, &out), PPM_MONEY_NEGATIVE);
+    assert_int_equal (ppm_money_round_step (NULL, 1, true, &out), PPM_MONEY_BAD_CURRENCY);
+}
+
+static void
 test_format_parse (void **state)
 {
     (void)state;
@@ -295,9 +322,9 @@ int
 main (void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test (test_table),        cmocka_unit_test (test_check_charge),
-        cmocka_unit_test (test_overflow),     cmocka_unit_test (test_usage_rounding),
-        cmocka_unit_test (test_format_parse),
+        cmocka_unit_test (test_table),      cmocka_unit_test (test_check_charge),
+        cmocka_unit_test (test_overflow),   cmocka_unit_test (test_usage_rounding),
+        cmocka_unit_test (test_round_step), cmocka_unit_test (test_format_parse),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
