@@ -294,8 +294,9 @@ s_roundtrip (ppm_redis_t *self, int argc, const char **argv, const size_t *argvl
     return PPM_REDIS_OK;
 }
 
-ppm_redis_t *
-ppm_redis_new (const char *url, const ppm_redis_options_t *options, const char **error)
+/* Parses the URL and options into a disconnected object; NULL on a bad URL. */
+static ppm_redis_t *
+s_config_new (const char *url, const ppm_redis_options_t *options, const char **error)
 {
     ppm_redis_t *self = calloc (1, sizeof (ppm_redis_t));
     assert (self);
@@ -313,7 +314,15 @@ ppm_redis_new (const char *url, const ppm_redis_options_t *options, const char *
     self->command_tv =
         s_tv (opts.command_timeout_ms > 0 ? opts.command_timeout_ms : S_DEFAULT_TIMEOUT);
     self->max_reply = opts.max_reply_bytes > 0 ? opts.max_reply_bytes : S_DEFAULT_MAX;
-    s_ensure_connected (self);
+    return self;
+}
+
+ppm_redis_t *
+ppm_redis_new (const char *url, const ppm_redis_options_t *options, const char **error)
+{
+    ppm_redis_t *self = s_config_new (url, options, error);
+    if (self)
+        s_ensure_connected (self);
     return self;
 }
 
@@ -530,4 +539,369 @@ ppm_redis_code (ppm_redis_result_t result)
             return PPM_INVALID_ARGUMENT;
     }
     return PPM_INTERNAL;
+}
+
+/* --- ppm_redis_async ------------------------------------------------------
+   The zloop adapter follows hiredis's adapters (adapters/poll.h): hiredis
+   asks for read/write interest through five hooks, and we keep one zloop
+   poller on the connection's fd with the matching events. The object
+   outlives each hiredis context, so a poller entry the loop dispatches
+   after the context died finds ac == NULL and does nothing. */
+
+typedef struct {
+    ppm_redis_async_t *owner; /* the object, for the user's callback */
+    ppm_redis_async_fn *fn;   /* user's callback; NULL = ignore */
+    void *arg;                /* user's argument */
+} s_call_t;
+
+struct _ppm_redis_async_t {
+    ppm_redis_t *conf;       /* URL, credentials, timeouts (never connected) */
+    zloop_t *loop;           /* not owned */
+    redisAsyncContext *ac;   /* NULL when disconnected; freed by hiredis */
+    int fd;                  /* fd of the poller, -1 when none */
+    short events;            /* ZMQ_POLLIN | ZMQ_POLLOUT wanted by hiredis */
+    bool poller_on;          /* a zloop poller is registered for fd */
+    bool connected;          /* connect callback reported success */
+    int timer_id;            /* watchdog timer */
+    size_t pending;          /* commands sent, no reply yet */
+    int64_t started_ms;      /* when the current connection attempt began */
+    int64_t progress_ms;     /* last reply, or first send when idle */
+    int64_t backoff_ms;      /* reconnection back-off */
+    int64_t retry_at_ms;     /* no attempt before this */
+    uint64_t connects;       /* successful connections */
+    char error[S_ERROR_MAX]; /* why the last connection ended */
+};
+
+static int s_async_on_fd (zloop_t *loop, zmq_pollitem_t *item, void *arg);
+
+static void
+s_async_set_poller (ppm_redis_async_t *self, short events)
+{
+    int fd = self->ac ? self->ac->c.fd : -1;
+    if (self->poller_on && (events != self->events || fd != self->fd)) {
+        zmq_pollitem_t item = {NULL, self->fd, 0, 0};
+        zloop_poller_end (self->loop, &item);
+        self->poller_on = false;
+    }
+    self->events = events;
+    self->fd = fd;
+    if (!self->poller_on && events && fd >= 0) {
+        zmq_pollitem_t item = {NULL, fd, events, 0};
+        int rc = zloop_poller (self->loop, &item, s_async_on_fd, self);
+        assert (rc == 0);
+        zloop_poller_set_tolerant (self->loop, &item);
+        self->poller_on = true;
+    }
+}
+
+static void
+s_async_add_read (void *privdata)
+{
+    ppm_redis_async_t *self = privdata;
+    s_async_set_poller (self, self->events | ZMQ_POLLIN);
+}
+
+static void
+s_async_del_read (void *privdata)
+{
+    ppm_redis_async_t *self = privdata;
+    s_async_set_poller (self, self->events & ~ZMQ_POLLIN);
+}
+
+static void
+s_async_add_write (void *privdata)
+{
+    ppm_redis_async_t *self = privdata;
+    s_async_set_poller (self, self->events | ZMQ_POLLOUT);
+}
+
+static void
+s_async_del_write (void *privdata)
+{
+    ppm_redis_async_t *self = privdata;
+    s_async_set_poller (self, self->events & ~ZMQ_POLLOUT);
+}
+
+/* Last hook hiredis calls on a context it frees (after every pending
+   callback got NULL): from here on the object has no context. */
+static void
+s_async_cleanup (void *privdata)
+{
+    ppm_redis_async_t *self = privdata;
+    s_async_set_poller (self, 0);
+    self->ac = NULL;
+    self->connected = false;
+}
+
+static void
+s_async_backoff (ppm_redis_async_t *self)
+{
+    self->backoff_ms = self->backoff_ms ? self->backoff_ms * 2 : S_BACKOFF_MIN_MS;
+    if (self->backoff_ms > S_BACKOFF_MAX_MS)
+        self->backoff_ms = S_BACKOFF_MAX_MS;
+    self->retry_at_ms = s_mono_ms () + self->backoff_ms;
+}
+
+/* Drops the connection: hiredis calls every outstanding callback with
+   NULL (at once, or when the callback it is in returns). */
+static void
+s_async_fail (ppm_redis_async_t *self, const char *what, const char *detail)
+{
+    snprintf (self->error, sizeof self->error, "%s%s%.400s", what, detail ? ": " : "",
+              detail ? detail : "");
+    if (self->ac)
+        redisAsyncFree (self->ac);
+}
+
+static int
+s_async_on_fd (zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    (void)loop;
+    ppm_redis_async_t *self = arg;
+    if (!self->ac || item->fd != self->fd)
+        return 0; /* a stale entry of a connection that is gone */
+    if (item->revents & (ZMQ_POLLIN | ZMQ_POLLERR))
+        redisAsyncHandleRead (self->ac);
+    if (self->ac && (item->revents & ZMQ_POLLOUT))
+        redisAsyncHandleWrite (self->ac);
+    if (self->ac) {
+        const redisReader *reader = self->ac->c.reader;
+        if (reader && reader->len - reader->pos > self->conf->max_reply)
+            s_async_fail (self, "Redis reply too large", NULL);
+    }
+    return 0;
+}
+
+static void
+s_async_reply (redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    s_call_t *call = privdata;
+    ppm_redis_async_t *self = call->owner;
+    assert (self->pending > 0);
+    self->pending--;
+    self->progress_ms = s_mono_ms ();
+    if (call->fn)
+        call->fn (self, reply, call->arg);
+    free (call);
+}
+
+static void
+s_async_on_connect (const redisAsyncContext *ac, int status)
+{
+    ppm_redis_async_t *self = ac->data;
+    if (status != REDIS_OK) {
+        snprintf (self->error, sizeof self->error, "Redis connect failed: %.400s",
+                  ac->errstr ? ac->errstr : "?");
+        s_async_backoff (self);
+        return;
+    }
+    self->connected = true;
+    self->connects++;
+    self->backoff_ms = 0;
+    self->retry_at_ms = 0;
+}
+
+static void
+s_async_on_disconnect (const redisAsyncContext *ac, int status)
+{
+    ppm_redis_async_t *self = ac->data;
+    if (status != REDIS_OK)
+        snprintf (self->error, sizeof self->error, "Redis connection lost: %.400s",
+                  ac->errstr ? ac->errstr : "?");
+    self->connected = false;
+}
+
+static void
+s_async_handshake (ppm_redis_async_t *self, redisReply *reply, void *arg)
+{
+    (void)arg;
+    if (!reply)
+        return; /* the connection is already going */
+    if (reply->type == REDIS_REPLY_ERROR)
+        s_async_fail (self, "Redis AUTH/SELECT refused", reply->str);
+}
+
+static int
+s_async_send (ppm_redis_async_t *self, ppm_redis_async_fn *fn, void *arg, int argc,
+              const char **argv, const size_t *argvlen)
+{
+    s_call_t *call = calloc (1, sizeof (s_call_t));
+    assert (call);
+    call->owner = self;
+    call->fn = fn;
+    call->arg = arg;
+    if (self->pending == 0)
+        self->progress_ms = s_mono_ms ();
+    if (redisAsyncCommandArgv (self->ac, s_async_reply, call, argc, argv, argvlen) != REDIS_OK) {
+        free (call);
+        snprintf (self->error, sizeof self->error, "Redis command not queued: %.400s",
+                  self->ac->errstr ? self->ac->errstr : "connection closing");
+        return -1;
+    }
+    self->pending++;
+    return 0;
+}
+
+/* Starts a non-blocking connection when there is none (and not backing
+   off); queues AUTH and SELECT ahead of any command. */
+static int
+s_async_connect (ppm_redis_async_t *self)
+{
+    if (self->ac)
+        return 0;
+    int64_t wait_ms = self->retry_at_ms - s_mono_ms ();
+    if (wait_ms > 0)
+        return -1; /* self->error still says why */
+    redisAsyncContext *ac = redisAsyncConnect (self->conf->host, self->conf->port);
+    if (!ac || ac->err) {
+        snprintf (self->error, sizeof self->error, "Redis connect failed: %.400s",
+                  ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree (ac);
+        s_async_backoff (self);
+        return -1;
+    }
+    ac->data = self;
+    ac->ev.data = self;
+    ac->ev.addRead = s_async_add_read;
+    ac->ev.delRead = s_async_del_read;
+    ac->ev.addWrite = s_async_add_write;
+    ac->ev.delWrite = s_async_del_write;
+    ac->ev.cleanup = s_async_cleanup;
+    self->ac = ac;
+    self->connected = false;
+    self->started_ms = s_mono_ms ();
+    redisAsyncSetConnectCallback (ac, s_async_on_connect);
+    redisAsyncSetDisconnectCallback (ac, s_async_on_disconnect);
+    if (self->conf->password[0]) {
+        const char *auth_user[] = {"AUTH", self->conf->user, self->conf->password};
+        const char *auth[] = {"AUTH", self->conf->password};
+        if (self->conf->user[0])
+            s_async_send (self, s_async_handshake, NULL, 3, auth_user, NULL);
+        else
+            s_async_send (self, s_async_handshake, NULL, 2, auth, NULL);
+    }
+    if (self->conf->db != 0) {
+        char db[16];
+        snprintf (db, sizeof db, "%d", self->conf->db);
+        const char *select[] = {"SELECT", db};
+        s_async_send (self, s_async_handshake, NULL, 2, select, NULL);
+    }
+    return 0;
+}
+
+static int64_t
+s_tv_ms (struct timeval tv)
+{
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* Bounds every wait: a connection that does not come up, or outstanding
+   commands without progress, drop the connection. */
+static int
+s_async_watchdog (zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    ppm_redis_async_t *self = arg;
+    if (!self->ac)
+        return 0;
+    int64_t now = s_mono_ms ();
+    if (!self->connected && now - self->started_ms > s_tv_ms (self->conf->connect_tv)) {
+        s_async_fail (self, "Redis connect timed out", NULL);
+        s_async_backoff (self);
+    } else if (self->pending > 0 && now - self->progress_ms > s_tv_ms (self->conf->command_tv))
+        s_async_fail (self, "Redis command timed out", NULL);
+    return 0;
+}
+
+ppm_redis_async_t *
+ppm_redis_async_new (zloop_t *loop, const char *url, const ppm_redis_options_t *options,
+                     const char **error)
+{
+    assert (loop);
+    ppm_redis_t *conf = s_config_new (url, options, error);
+    if (!conf)
+        return NULL;
+    ppm_redis_async_t *self = calloc (1, sizeof (ppm_redis_async_t));
+    assert (self);
+    self->conf = conf;
+    self->loop = loop;
+    self->fd = -1;
+    int64_t shortest = s_tv_ms (conf->connect_tv) < s_tv_ms (conf->command_tv)
+                           ? s_tv_ms (conf->connect_tv)
+                           : s_tv_ms (conf->command_tv);
+    int64_t interval = shortest / 4;
+    if (interval < 10)
+        interval = 10;
+    if (interval > 250)
+        interval = 250;
+    self->timer_id = zloop_timer (loop, (size_t)interval, 0, s_async_watchdog, self);
+    assert (self->timer_id != -1);
+    s_async_connect (self);
+    return self;
+}
+
+void
+ppm_redis_async_destroy (ppm_redis_async_t **self_p)
+{
+    assert (self_p);
+    ppm_redis_async_t *self = *self_p;
+    if (!self)
+        return;
+    zloop_timer_end (self->loop, self->timer_id);
+    if (self->ac)
+        redisAsyncFree (self->ac); /* callbacks get NULL; cleanup ends the poller */
+    assert (!self->poller_on);
+    ppm_redis_destroy (&self->conf);
+    free (self);
+    *self_p = NULL;
+}
+
+int
+ppm_redis_async_command_argv (ppm_redis_async_t *self, ppm_redis_async_fn *fn, void *arg, int argc,
+                              const char **argv, const size_t *argvlen)
+{
+    assert (self);
+    if (argc < 1 || !argv) {
+        snprintf (self->error, sizeof self->error, "Redis command: no arguments");
+        return -1;
+    }
+    for (int i = 0; i < argc; i++)
+        if (!argv[i]) {
+            snprintf (self->error, sizeof self->error, "Redis command: NULL argument");
+            return -1;
+        }
+    if (s_async_connect (self))
+        return -1;
+    return s_async_send (self, fn, arg, argc, argv, argvlen);
+}
+
+bool
+ppm_redis_async_connected (const ppm_redis_async_t *self)
+{
+    assert (self);
+    return self->ac && self->connected;
+}
+
+size_t
+ppm_redis_async_pending (const ppm_redis_async_t *self)
+{
+    assert (self);
+    return self->pending;
+}
+
+const char *
+ppm_redis_async_error (const ppm_redis_async_t *self)
+{
+    assert (self);
+    return self->error;
+}
+
+uint64_t
+ppm_redis_async_connects (const ppm_redis_async_t *self)
+{
+    assert (self);
+    return self->connects;
 }

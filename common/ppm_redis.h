@@ -27,6 +27,10 @@
     runs it once more (safe: NOSCRIPT means it did not run).
 
     An object is used by one thread at a time.
+
+    ppm_redis_async_t (below) is the same connection shape for a czmq zloop:
+    hiredis's async API driven by the loop (readable/writable on the
+    connection's fd), never blocking it.
 */
 #ifndef PPM_REDIS_H_INCLUDED
 #define PPM_REDIS_H_INCLUDED
@@ -34,7 +38,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <czmq.h>
 #include <hiredis.h>
+#include <hiredis/async.h>
 #include "ppm_status.h"
 
 typedef enum {
@@ -110,5 +116,45 @@ const char *ppm_redis_result_name (ppm_redis_result_t result);
 /* ERROR_REPLY -> INTERNAL, UNAVAILABLE -> UNAVAILABLE, TOO_LARGE ->
    RESOURCE_EXHAUSTED, INVALID -> INVALID_ARGUMENT. */
 ppm_code_t ppm_redis_code (ppm_redis_result_t result);
+
+/* ---------------------------------------------------------------------
+   ppm_redis_async: hiredis async inside a zloop. NEVER BLOCKS: commands
+   are queued and written when the socket is writable; each reply comes to
+   a callback from the loop. Waits are bounded by timers on the loop: a
+   connection not up within connect_timeout_ms, or commands outstanding
+   with no reply for command_timeout_ms, drop the connection, and every
+   outstanding callback gets reply NULL (ppm_redis_async_error says why).
+   Unparsed input beyond max_reply_bytes drops the connection as well. The
+   next command after a drop reconnects (with the same back-off as the
+   synchronous object); while it cannot, commands fail at once.
+
+   Ownership: the reply passed to a callback is borrowed (hiredis frees it
+   when the callback returns). Do not destroy the object from one of its
+   own callbacks. */
+typedef struct _ppm_redis_async_t ppm_redis_async_t;
+/* reply: the answer (possibly an error reply: check reply->type), or NULL
+   when the command failed (connection lost, timeout, destroy). */
+typedef void (ppm_redis_async_fn) (ppm_redis_async_t *self, redisReply *reply, void *arg);
+
+/* Same URL and options as ppm_redis_new; starts connecting (non-blocking).
+   NULL only for a malformed URL (*error static, without the URL). */
+ppm_redis_async_t *ppm_redis_async_new (zloop_t *loop, const char *url,
+                                        const ppm_redis_options_t *options, const char **error);
+/* Drops the connection (outstanding callbacks get NULL), removes the
+   loop's pollers and timer, frees. Safe on NULL and twice. */
+void ppm_redis_async_destroy (ppm_redis_async_t **self_p);
+/* Queues one command (binary-safe; argvlen may be NULL for C strings).
+   fn may be NULL to ignore the reply. Returns 0 when queued (fn will be
+   called exactly once), -1 when there is no connection and none can be
+   started now (fn is not called). */
+int ppm_redis_async_command_argv (ppm_redis_async_t *self, ppm_redis_async_fn *fn, void *arg,
+                                  int argc, const char **argv, const size_t *argvlen);
+/* True when connected (the handshake may still be in flight). */
+bool ppm_redis_async_connected (const ppm_redis_async_t *self);
+/* Commands sent and not yet answered. */
+size_t ppm_redis_async_pending (const ppm_redis_async_t *self);
+/* Why the last connection ended or failed ("" when none); borrowed. */
+const char *ppm_redis_async_error (const ppm_redis_async_t *self);
+uint64_t ppm_redis_async_connects (const ppm_redis_async_t *self);
 
 #endif

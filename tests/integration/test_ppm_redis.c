@@ -253,6 +253,186 @@ test_redis_reconnect_after_restart (void **state)
     ppm_redis_destroy (&redis);
 }
 
+typedef struct {
+    int replies;     /* callbacks with a reply */
+    int failures;    /* callbacks with NULL */
+    int type;        /* last reply's type */
+    long long value; /* last integer reply */
+    char text[64];   /* last string or error reply */
+    size_t len;      /* its length */
+} s_async_state_t;
+
+static void
+s_async_cb (ppm_redis_async_t *redis, redisReply *reply, void *arg)
+{
+    (void)redis;
+    s_async_state_t *st = arg;
+    if (!reply) {
+        st->failures++;
+        return;
+    }
+    st->replies++;
+    st->type = reply->type;
+    st->value = reply->integer;
+    st->len = 0;
+    if (reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_ERROR ||
+        reply->type == REDIS_REPLY_STATUS) {
+        st->len = reply->len < sizeof st->text ? reply->len : sizeof st->text;
+        memcpy (st->text, reply->str, st->len);
+    }
+}
+
+typedef struct {
+    bool (*done) (void *arg); /* stop condition */
+    void *arg;
+} s_until_t;
+
+static int
+s_check_done (zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    s_until_t *until = arg;
+    return until->done (until->arg) ? -1 : 0;
+}
+
+static int
+s_give_up (zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    (void)arg;
+    return -1;
+}
+
+/* Runs the loop until done (arg) or timeout_ms; returns done (arg). */
+static bool
+s_run_until (zloop_t *loop, bool (*done) (void *), void *arg, int timeout_ms)
+{
+    s_until_t until = {done, arg};
+    int check = zloop_timer (loop, 5, 0, s_check_done, &until);
+    int limit = zloop_timer (loop, (size_t)timeout_ms, 1, s_give_up, NULL);
+    zloop_start (loop);
+    zloop_timer_end (loop, check);
+    zloop_timer_end (loop, limit);
+    return done (arg);
+}
+
+static int s_want;
+static bool
+s_replies_reached (void *arg)
+{
+    return ((s_async_state_t *)arg)->replies >= s_want;
+}
+static bool
+s_failures_reached (void *arg)
+{
+    return ((s_async_state_t *)arg)->failures >= s_want;
+}
+static bool
+s_disconnected (void *arg)
+{
+    return !ppm_redis_async_connected ((ppm_redis_async_t *)arg);
+}
+
+static void
+test_redis_async_in_zloop (void **state)
+{
+    (void)state;
+    char *url = ppm_test_redis_url (6);
+    zloop_t *loop = zloop_new ();
+    ppm_redis_options_t options = {.command_timeout_ms = 300};
+    ppm_redis_async_t *redis = ppm_redis_async_new (loop, url, &options, NULL);
+    free (url);
+    assert_non_null (redis);
+    s_async_state_t st = {0};
+
+    /* Binary-safe commands, answered in order from the loop. */
+    const char value[] = "v\0\r\nal";
+    const char *set[] = {"SET", "k", value};
+    size_t set_lens[] = {3, 1, sizeof value - 1};
+    assert_int_equal (ppm_redis_async_command_argv (redis, s_async_cb, &st, 3, set, set_lens), 0);
+    const char *incr[] = {"INCR", "n"};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal (ppm_redis_async_command_argv (redis, s_async_cb, &st, 2, incr, NULL), 0);
+    const char *get[] = {"GET", "k"};
+    assert_int_equal (ppm_redis_async_command_argv (redis, s_async_cb, &st, 2, get, NULL), 0);
+    assert_true (ppm_redis_async_pending (redis) >= 5); /* plus SELECT */
+    s_want = 5;
+    assert_true (s_run_until (loop, s_replies_reached, &st, 3000));
+    assert_int_equal (st.failures, 0);
+    assert_int_equal (st.len, sizeof value - 1);
+    assert_memory_equal (st.text, value, sizeof value - 1);
+    assert_int_equal (ppm_redis_async_pending (redis), 0);
+    assert_true (ppm_redis_async_connected (redis));
+    assert_int_equal (ppm_redis_async_connects (redis), 1);
+
+    /* The database index was selected: the sync view of db 6 sees "n". */
+    char *url6 = NULL;
+    assert_true (asprintf (&url6, "%s/6", getenv ("PPM_TEST_REDIS_URL")) > 0);
+    ppm_redis_t *sync = ppm_redis_new (url6, NULL, NULL);
+    free (url6);
+    redisReply *reply = NULL;
+    assert_int_equal (ppm_redis_command (sync, &reply, "GET", "n"), PPM_REDIS_OK);
+    assert_string_equal (reply->str, "3");
+    freeReplyObject (reply);
+    ppm_redis_destroy (&sync);
+
+    /* An error reply is a reply. */
+    const char *bad[] = {"INCR", "k"};
+    assert_int_equal (ppm_redis_async_command_argv (redis, s_async_cb, &st, 2, bad, NULL), 0);
+    s_want = 6;
+    assert_true (s_run_until (loop, s_replies_reached, &st, 3000));
+    assert_int_equal (st.type, REDIS_REPLY_ERROR);
+
+    /* The command timeout bounds a command that does not answer. */
+    const char *blpop[] = {"BLPOP", "nothing", "5"};
+    int64_t start = ppm_test_now_ms ();
+    assert_int_equal (ppm_redis_async_command_argv (redis, s_async_cb, &st, 3, blpop, NULL), 0);
+    s_want = 1;
+    assert_true (s_run_until (loop, s_failures_reached, &st, 3000));
+    int64_t took = ppm_test_now_ms () - start;
+    assert_true (took >= 250 && took < 2000);
+    assert_non_null (strstr (ppm_redis_async_error (redis), "timed out"));
+    assert_false (ppm_redis_async_connected (redis));
+
+    /* The next command reconnects. */
+    const char *ping[] = {"PING"};
+    assert_int_equal (ppm_redis_async_command_argv (redis, s_async_cb, &st, 1, ping, NULL), 0);
+    s_want = 7;
+    assert_true (s_run_until (loop, s_replies_reached, &st, 3000));
+    assert_int_equal (ppm_redis_async_connects (redis), 2);
+
+    /* A Redis restart is noticed by the loop; the next command reconnects. */
+    ppm_test_restart_redis ();
+    assert_true (s_run_until (loop, s_disconnected, redis, 3000));
+    assert_int_equal (ppm_redis_async_command_argv (redis, s_async_cb, &st, 1, ping, NULL), 0);
+    s_want = 8;
+    assert_true (s_run_until (loop, s_replies_reached, &st, 3000));
+    assert_int_equal (ppm_redis_async_connects (redis), 3);
+
+    /* Destroy with a command outstanding: its callback gets NULL. */
+    assert_int_equal (ppm_redis_async_command_argv (redis, s_async_cb, &st, 3, blpop, NULL), 0);
+    ppm_redis_async_destroy (&redis);
+    ppm_redis_async_destroy (&redis);
+    assert_null (redis);
+    assert_int_equal (st.failures, 2);
+
+    /* A server that is not there: the callback gets NULL, then back-off
+       refuses commands at once. */
+    char down[64];
+    snprintf (down, sizeof down, "redis://127.0.0.1:%d", ppm_test_free_port ());
+    redis = ppm_redis_async_new (loop, down, NULL, NULL);
+    assert_non_null (redis);
+    assert_int_equal (ppm_redis_async_command_argv (redis, s_async_cb, &st, 1, ping, NULL), 0);
+    s_want = 3;
+    assert_true (s_run_until (loop, s_failures_reached, &st, 3000));
+    assert_true (strlen (ppm_redis_async_error (redis)) > 0);
+    assert_int_equal (ppm_redis_async_command_argv (redis, s_async_cb, &st, 1, ping, NULL), -1);
+    ppm_redis_async_destroy (&redis);
+    zloop_destroy (&loop);
+}
+
 int
 main (void)
 {
@@ -262,6 +442,7 @@ main (void)
         cmocka_unit_test (test_redis_script_and_noscript),
         cmocka_unit_test (test_redis_reply_cap_and_timeout),
         cmocka_unit_test (test_redis_reconnect_after_restart),
+        cmocka_unit_test (test_redis_async_in_zloop),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
