@@ -283,8 +283,9 @@ test_validation (void **state)
     assert_non_null (strstr (s_err (&resp, "message"), "percent escape"));
     s_free (&resp);
     /* zero-decimal and three-decimal currencies at their limits */
-    resp = s_call ("POST", "/v1/payment_intents", KEY_A, NULL, "amount=50&currency=JPY");
-    assert_int_equal (resp.status, 400); /* currency is lower case in Stripe */
+    resp = s_call ("POST", "/v1/payment_intents", KEY_A, NULL, "amount=60&currency=JPY");
+    assert_int_equal (resp.status, 200);
+    assert_string_equal (s_get (&resp, "currency"), "jpy"); /* Stripe answers in lower case */
     s_free (&resp);
     resp = s_call ("POST", "/v1/payment_intents", KEY_A, NULL, "amount=50&currency=jpy");
     assert_int_equal (resp.status, 200);
@@ -295,7 +296,7 @@ test_validation (void **state)
     s_free (&resp);
     /* nothing above was created but the two valid ones */
     json_t *list = s_ctl ("GET", "/_emulator/payment_intents", NULL, 200);
-    assert_int_equal (json_array_size (json_object_get (list, "data")), 2);
+    assert_int_equal (json_array_size (json_object_get (list, "data")), 3);
     json_decref (list);
 }
 
@@ -945,12 +946,426 @@ test_checkout (void **state)
     json_decref (events);
 }
 
+/* --- a webhook receiver ------------------------------------------------------ */
+
+typedef struct {
+    pthread_mutex_t lock;      /* guards the fields below */
+    json_t *received;          /* [{id, type, body, signature}] in arrival order */
+    int fail_next;             /* answer 500 to this many more deliveries */
+    int attempts;              /* deliveries seen, failed ones included */
+    struct MHD_Daemon *daemon; /* the server */
+    char url[128];             /* its URL */
+} s_receiver_t;
+
+static s_receiver_t s_rx;
+
+typedef struct {
+    char *data;  /* body so far */
+    size_t size; /* bytes */
+} s_upload_t;
+
+static enum MHD_Result
+s_rx_access (void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+             const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+    (void)cls;
+    (void)url;
+    (void)method;
+    (void)version;
+    s_upload_t *up = *con_cls;
+    if (!up) {
+        *con_cls = calloc (1, sizeof (s_upload_t));
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        up->data = realloc (up->data, up->size + *upload_data_size + 1);
+        memcpy (up->data + up->size, upload_data, *upload_data_size);
+        up->size += *upload_data_size;
+        up->data[up->size] = '\0';
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    const char *signature = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Stripe-Signature");
+    unsigned int status = 200;
+    pthread_mutex_lock (&s_rx.lock);
+    s_rx.attempts++;
+    if (s_rx.fail_next > 0) {
+        s_rx.fail_next--;
+        status = 500;
+    } else {
+        json_t *event = json_loadb (up->data ? up->data : "", up->size, 0, NULL);
+        json_array_append_new (
+            s_rx.received, json_pack ("{s:s?, s:s?, s:s%, s:s?}", "id",
+                                      json_string_value (json_object_get (event, "id")), "type",
+                                      json_string_value (json_object_get (event, "type")), "body",
+                                      up->data ? up->data : "", up->size, "signature", signature));
+        json_decref (event);
+    }
+    pthread_mutex_unlock (&s_rx.lock);
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer (2, (void *)"{}", MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result rc = MHD_queue_response (conn, status, response);
+    MHD_destroy_response (response);
+    return rc;
+}
+
+static void
+s_rx_completed (void *cls, struct MHD_Connection *conn, void **con_cls,
+                enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    s_upload_t *up = *con_cls;
+    if (up) {
+        free (up->data);
+        free (up);
+    }
+}
+
+static void
+s_rx_start (void)
+{
+    pthread_mutex_init (&s_rx.lock, NULL);
+    s_rx.received = json_array ();
+    s_rx.daemon = MHD_start_daemon (
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL, 0, NULL,
+        NULL, s_rx_access, NULL, MHD_OPTION_NOTIFY_COMPLETED, s_rx_completed, NULL, MHD_OPTION_END);
+    assert_non_null (s_rx.daemon);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info (s_rx.daemon, MHD_DAEMON_INFO_BIND_PORT);
+    snprintf (s_rx.url, sizeof s_rx.url, "http://127.0.0.1:%u/v1/stripe/webhook/t_1", info->port);
+}
+
+static void
+s_rx_stop (void)
+{
+    if (s_rx.daemon)
+        MHD_stop_daemon (s_rx.daemon);
+    s_rx.daemon = NULL;
+    json_decref (s_rx.received);
+    s_rx.received = NULL;
+    pthread_mutex_destroy (&s_rx.lock);
+}
+
+static void
+s_rx_clear (int fail_next)
+{
+    pthread_mutex_lock (&s_rx.lock);
+    json_array_clear (s_rx.received);
+    s_rx.fail_next = fail_next;
+    s_rx.attempts = 0;
+    pthread_mutex_unlock (&s_rx.lock);
+}
+
+/* Waits (up to 5 s) until n deliveries of type (NULL: any) arrived;
+   returns a copy of everything received. */
+static json_t *
+s_rx_wait (const char *type, size_t n)
+{
+    json_t *copy = NULL;
+    for (int i = 0; i < 500; i++) {
+        pthread_mutex_lock (&s_rx.lock);
+        size_t count = 0;
+        for (size_t k = 0; k < json_array_size (s_rx.received); k++) {
+            const char *t =
+                json_string_value (json_object_get (json_array_get (s_rx.received, k), "type"));
+            if (!type || (t && strcmp (t, type) == 0))
+                count++;
+        }
+        if (count >= n)
+            copy = json_deep_copy (s_rx.received);
+        pthread_mutex_unlock (&s_rx.lock);
+        if (copy)
+            return copy;
+        usleep (10000);
+    }
+    pthread_mutex_lock (&s_rx.lock);
+    copy = json_deep_copy (s_rx.received);
+    pthread_mutex_unlock (&s_rx.lock);
+    fprintf (stderr, "timed out waiting for %zu × %s; got %s\n", n, type ? type : "any",
+             json_dumps (copy, JSON_COMPACT));
+    return copy;
+}
+
+static size_t
+s_count_type (json_t *received, const char *type)
+{
+    size_t count = 0;
+    for (size_t k = 0; k < json_array_size (received); k++)
+        count += strcmp (json_string_value (json_object_get (json_array_get (received, k), "type")),
+                         type) == 0;
+    return count;
+}
+
+#define WHSEC "whsec_emulator_test_secret"
+
+static void
+s_endpoint (const char *account_key)
+{
+    char json[512];
+    snprintf (json, sizeof json, "{\"account_key\":\"%s\",\"url\":\"%s\",\"secret\":\"%s\"}",
+              account_key, s_rx.url, WHSEC);
+    json_t *endpoint = s_ctl ("POST", "/_emulator/webhooks", json, 200);
+    assert_string_equal (json_string_value (json_object_get (endpoint, "secret")), WHSEC);
+    json_decref (endpoint);
+}
+
+static void
+test_webhooks_signed (void **state)
+{
+    (void)state;
+    s_reset ();
+    s_rx_clear (0);
+    s_endpoint (KEY_A);
+    char *pi = s_paid_intent (KEY_A, 1200, "automatic");
+    /* another account's events do not reach acme's endpoint */
+    free (s_paid_intent (KEY_B, 1300, "automatic"));
+    json_t *received = s_rx_wait ("payment_intent.succeeded", 1);
+    assert_int_equal (s_count_type (received, "payment_intent.succeeded"), 1);
+    json_t *delivery = NULL;
+    for (size_t k = 0; k < json_array_size (received); k++)
+        if (strcmp (json_string_value (json_object_get (json_array_get (received, k), "type")),
+                    "payment_intent.succeeded") == 0)
+            delivery = json_array_get (received, k);
+    const char *body = json_string_value (json_object_get (delivery, "body"));
+    const char *signature = json_string_value (json_object_get (delivery, "signature"));
+    assert_non_null (signature);
+    int64_t t = 0;
+    assert_int_equal (ppm_stripe_sig_verify (signature, body, strlen (body), WHSEC, time (NULL),
+                                             PPM_STRIPE_SIG_TOLERANCE_S, &t),
+                      PPM_STRIPE_SIG_OK);
+    assert_true (t > time (NULL) - 60);
+    assert_int_equal (ppm_stripe_sig_verify (signature, body, strlen (body), "whsec_wrong",
+                                             time (NULL), PPM_STRIPE_SIG_TOLERANCE_S, NULL),
+                      PPM_STRIPE_SIG_NO_MATCH);
+    /* the event has Stripe's shape and can be fetched by id */
+    json_t *event = json_loads (body, 0, NULL);
+    assert_string_equal (json_string_value (json_object_get (event, "object")), "event");
+    assert_int_equal (strncmp (json_string_value (json_object_get (event, "id")), "evt_", 4), 0);
+    assert_string_equal (json_string_value (json_object_get (event, "api_version")), "2024-06-20");
+    assert_false (json_is_true (json_object_get (event, "livemode")));
+    json_t *object = json_object_get (json_object_get (event, "data"), "object");
+    assert_string_equal (json_string_value (json_object_get (object, "id")), pi);
+    assert_string_equal (json_string_value (json_object_get (object, "status")), "succeeded");
+    char path[128];
+    snprintf (path, sizeof path, "/v1/events/%s",
+              json_string_value (json_object_get (event, "id")));
+    s_resp_t resp = s_call ("GET", path, KEY_A, NULL, NULL);
+    assert_int_equal (resp.status, 200);
+    assert_string_equal (s_get (&resp, "type"), "payment_intent.succeeded");
+    s_free (&resp);
+    resp = s_call ("GET", path, KEY_B, NULL, NULL);
+    assert_int_equal (resp.status, 404);
+    s_free (&resp);
+    json_decref (event);
+    json_decref (received);
+
+    /* refunds, cancels, declines and disputes are announced too */
+    char body_text[128];
+    snprintf (body_text, sizeof body_text, "payment_intent=%s&amount=200", pi);
+    resp = s_call ("POST", "/v1/refunds", KEY_A, NULL, body_text);
+    assert_int_equal (resp.status, 200);
+    s_free (&resp);
+    char json[128];
+    snprintf (json, sizeof json, "{\"payment_intent\":\"%s\",\"reason\":\"fraudulent\"}", pi);
+    json_t *dispute = s_ctl ("POST", "/_emulator/disputes", json, 200);
+    assert_int_equal (strncmp (json_string_value (json_object_get (dispute, "id")), "dp_", 3), 0);
+    assert_int_equal (json_integer_value (json_object_get (dispute, "amount")), 1200);
+    json_decref (dispute);
+    resp = s_call ("POST", "/v1/payment_intents", KEY_A, NULL,
+                   "amount=900&currency=usd&payment_method=pm_card_chargeDeclined&confirm=true");
+    s_free (&resp);
+    char *held = s_paid_intent (KEY_A, 800, "manual");
+    snprintf (path, sizeof path, "/v1/payment_intents/%s/cancel", held);
+    resp = s_call ("POST", path, KEY_A, NULL, NULL);
+    assert_int_equal (resp.status, 200);
+    s_free (&resp);
+    received = s_rx_wait ("payment_intent.canceled", 1);
+    assert_int_equal (s_count_type (received, "charge.refunded"), 2); /* refund + release */
+    assert_int_equal (s_count_type (received, "charge.dispute.created"), 1);
+    assert_int_equal (s_count_type (received, "payment_intent.payment_failed"), 1);
+    assert_int_equal (s_count_type (received, "payment_intent.amount_capturable_updated"), 1);
+    assert_int_equal (s_count_type (received, "payment_intent.canceled"), 1);
+    json_decref (received);
+    free (held);
+    free (pi);
+}
+
+static void
+test_webhooks_retry_duplicate_reorder (void **state)
+{
+    (void)state;
+    s_reset ();
+    s_endpoint ("*");
+    json_decref (s_ctl ("POST", "/_emulator/webhooks/config",
+                        "{\"retry_base_ms\":20,\"max_attempts\":4}", 200));
+    /* two failures, then success: recorded with three attempts, new t each */
+    s_rx_clear (2);
+    char *pi = s_paid_intent (KEY_A, 1000, "automatic");
+    json_t *received = s_rx_wait ("payment_intent.succeeded", 1);
+    json_decref (received);
+    json_t *events = s_ctl ("GET", "/_emulator/events", NULL, 200);
+    json_t *deliveries = s_ctl ("GET", "/_emulator/webhooks", NULL, 200);
+    size_t total_attempts = 0;
+    json_t *list = json_object_get (deliveries, "deliveries");
+    for (size_t k = 0; k < json_array_size (list); k++) {
+        json_t *record = json_array_get (list, k);
+        total_attempts += json_array_size (json_object_get (record, "attempts"));
+    }
+    /* payment_intent.created + payment_intent.succeeded, 2 failed attempts */
+    assert_int_equal (json_array_size (list), 2);
+    assert_int_equal (total_attempts, 4);
+    json_decref (deliveries);
+    json_decref (events);
+    free (pi);
+
+    /* a dead endpoint is given up after max_attempts */
+    json_decref (s_ctl ("POST", "/_emulator/webhooks/config", "{\"max_attempts\":2}", 200));
+    s_rx_clear (100);
+    json_decref (s_ctl ("POST", "/v1/customers", NULL, 401)); /* not an API call: no event */
+    s_resp_t resp = s_call ("POST", "/v1/payment_intents", KEY_A, NULL, "amount=700&currency=usd");
+    char event_path[160];
+    s_free (&resp);
+    json_t *state_json = NULL;
+    bool failed = false;
+    for (int i = 0; i < 200 && !failed; i++) {
+        usleep (10000);
+        json_decref (state_json);
+        state_json = s_ctl ("GET", "/_emulator/webhooks", NULL, 200);
+        json_t *records = json_object_get (state_json, "deliveries");
+        json_t *last = json_array_get (records, json_array_size (records) - 1);
+        failed = strcmp (json_string_value (json_object_get (last, "state")), "failed") == 0;
+        if (failed) {
+            assert_int_equal (json_array_size (json_object_get (last, "attempts")), 2);
+            snprintf (event_path, sizeof event_path, "/_emulator/webhooks?event=%s",
+                      json_string_value (json_object_get (last, "event")));
+        }
+    }
+    json_decref (state_json);
+    assert_true (failed);
+    state_json = s_ctl ("GET", event_path, NULL, 200);
+    assert_int_equal (json_array_size (json_object_get (state_json, "deliveries")), 1);
+    json_decref (state_json);
+
+    /* duplicates: each event twice, same id and body */
+    json_decref (
+        s_ctl ("POST", "/_emulator/webhooks/config", "{\"duplicate\":2,\"max_attempts\":3}", 200));
+    s_rx_clear (0);
+    pi = s_paid_intent (KEY_A, 1000, "automatic");
+    received = s_rx_wait ("payment_intent.succeeded", 2);
+    assert_int_equal (s_count_type (received, "payment_intent.succeeded"), 2);
+    const char *first_id = NULL;
+    for (size_t k = 0; k < json_array_size (received); k++) {
+        json_t *d = json_array_get (received, k);
+        if (strcmp (json_string_value (json_object_get (d, "type")), "payment_intent.succeeded") !=
+            0)
+            continue;
+        if (!first_id)
+            first_id = json_string_value (json_object_get (d, "id"));
+        else
+            assert_string_equal (json_string_value (json_object_get (d, "id")), first_id);
+    }
+    json_decref (received);
+    free (pi);
+
+    /* reordering: hold 6 deliveries, release shuffled; all arrive */
+    json_decref (s_ctl ("POST", "/_emulator/webhooks/config",
+                        "{\"duplicate\":1,\"reorder_window\":6,\"hold_ms\":5000}", 200));
+    s_rx_clear (0);
+    for (int i = 0; i < 3; i++)
+        free (s_paid_intent (KEY_A, 1000 + i, "automatic"));
+    received = s_rx_wait (NULL, 6);
+    assert_int_equal (json_array_size (received), 6);
+    json_decref (received);
+    /* fewer than the window wait for a flush */
+    s_rx_clear (0);
+    free (s_paid_intent (KEY_A, 1000, "automatic"));
+    usleep (200000);
+    pthread_mutex_lock (&s_rx.lock);
+    assert_int_equal (json_array_size (s_rx.received), 0);
+    pthread_mutex_unlock (&s_rx.lock);
+    json_decref (s_ctl ("POST", "/_emulator/webhooks/flush", NULL, 200));
+    received = s_rx_wait (NULL, 2);
+    assert_int_equal (json_array_size (received), 2);
+    json_decref (received);
+    /* bad options are refused */
+    json_decref (s_ctl ("POST", "/_emulator/webhooks/config", "{\"duplicate\":0}", 400));
+    json_decref (s_ctl ("POST", "/_emulator/webhooks", "{\"url\":\"ftp://x\"}", 400));
+    json_decref (s_ctl ("POST", "/_emulator/webhooks",
+                        "{\"url\":\"http://x\",\"account_key\":\"sk_live_x\"}", 400));
+}
+
+/* 500 concurrent requests, each delayed 200 ms, overlap: well under 1 s. */
+static void
+test_concurrent_latency (void **state)
+{
+    (void)state;
+    s_reset ();
+    json_decref (s_ctl ("POST", "/_emulator/faults",
+                        "{\"path\":\"/v1/payment_intents\",\"latency_ms\":200}", 200));
+    enum { N = 500 };
+    CURLM *multi = curl_multi_init ();
+    curl_multi_setopt (multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)N);
+    CURL *easy[N];
+    struct curl_slist *headers = curl_slist_append (NULL, "Authorization: Bearer " KEY_A);
+    char url[256];
+    snprintf (url, sizeof url, "%s/v1/payment_intents", ppm_test_emulator_url (s_emu));
+    char keys[N][64];
+    struct curl_slist *per[N];
+    for (int i = 0; i < N; i++) {
+        easy[i] = curl_easy_init ();
+        snprintf (keys[i], sizeof keys[i], "Idempotency-Key: conc-%d", i);
+        per[i] = curl_slist_append (NULL, "Authorization: Bearer " KEY_A);
+        per[i] = curl_slist_append (per[i], keys[i]);
+        curl_easy_setopt (easy[i], CURLOPT_URL, url);
+        curl_easy_setopt (easy[i], CURLOPT_HTTPHEADER, per[i]);
+        curl_easy_setopt (easy[i], CURLOPT_POSTFIELDS, "amount=1000&currency=usd");
+        curl_easy_setopt (easy[i], CURLOPT_WRITEFUNCTION, s_body);
+        s_resp_t *sink = calloc (1, sizeof (s_resp_t));
+        curl_easy_setopt (easy[i], CURLOPT_WRITEDATA, sink);
+        curl_easy_setopt (easy[i], CURLOPT_PRIVATE, sink);
+        curl_easy_setopt (easy[i], CURLOPT_TIMEOUT_MS, 10000L);
+        curl_multi_add_handle (multi, easy[i]);
+    }
+    struct timespec t0, t1;
+    clock_gettime (CLOCK_MONOTONIC, &t0);
+    int running = 1;
+    while (running) {
+        curl_multi_perform (multi, &running);
+        if (running)
+            curl_multi_poll (multi, NULL, 0, 50, NULL);
+    }
+    clock_gettime (CLOCK_MONOTONIC, &t1);
+    double ms = (t1.tv_sec - t0.tv_sec) * 1000.0 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+    int ok = 0;
+    for (int i = 0; i < N; i++) {
+        long status = 0;
+        curl_easy_getinfo (easy[i], CURLINFO_RESPONSE_CODE, &status);
+        ok += status == 200;
+        s_resp_t *sink = NULL;
+        curl_easy_getinfo (easy[i], CURLINFO_PRIVATE, (char **)&sink);
+        free (sink->raw);
+        free (sink);
+        curl_multi_remove_handle (multi, easy[i]);
+        curl_easy_cleanup (easy[i]);
+        curl_slist_free_all (per[i]);
+    }
+    curl_slist_free_all (headers);
+    curl_multi_cleanup (multi);
+    fprintf (stderr, "500 concurrent requests with 200 ms latency: %.0f ms, %d ok\n", ms, ok);
+    assert_int_equal (ok, N);
+    assert_true (ms >= 200);
+    assert_true (ms < 1000);
+    json_decref (s_ctl ("DELETE", "/_emulator/faults", NULL, 200));
+}
+
 static int
 s_setup (void **state)
 {
     (void)state;
     curl_global_init (CURL_GLOBAL_DEFAULT);
     s_emu = ppm_test_emulator_start (NULL);
+    s_rx_start ();
     return s_emu ? 0 : -1;
 }
 
@@ -959,6 +1374,7 @@ s_teardown (void **state)
 {
     (void)state;
     ppm_test_emulator_stop (&s_emu);
+    s_rx_stop ();
     curl_global_cleanup ();
     return 0;
 }
@@ -976,6 +1392,9 @@ main (void)
         cmocka_unit_test (test_accounts_and_restricted_keys),
         cmocka_unit_test (test_faults),
         cmocka_unit_test (test_checkout),
+        cmocka_unit_test (test_webhooks_signed),
+        cmocka_unit_test (test_webhooks_retry_duplicate_reorder),
+        cmocka_unit_test (test_concurrent_latency),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }

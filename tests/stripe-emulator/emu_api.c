@@ -13,11 +13,15 @@
 */
 #include "emu.h"
 
+#include <ctype.h>
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "ppm_money.h"
 
 /* --- errors and parameters ---------------------------------------------- */
 
@@ -225,42 +229,23 @@ s_int (json_t *object, const char *field)
 
 /* --- currencies ----------------------------------------------------------- */
 
-/* The currencies the emulator accepts, with Stripe's minimum charge and
-   the step an amount must be a multiple of. A local table until
-   common/ppm_money.c lands on main (then this switches to it). */
-typedef struct {
-    const char *code;   /* lower case ISO 4217 */
-    int64_t min_charge; /* minor units */
-    int64_t step;       /* 1, or 100 (ISK, UGX), or 10 (three-decimal) */
-} s_currency_t;
-
-static const s_currency_t s_currencies[] = {
-    {"usd", 50, 1},   {"aed", 200, 1}, {"aud", 50, 1},    {"bgn", 100, 1},   {"brl", 50, 1},
-    {"cad", 50, 1},   {"chf", 50, 1},  {"czk", 1500, 1},  {"dkk", 250, 1},   {"eur", 50, 1},
-    {"gbp", 30, 1},   {"hkd", 400, 1}, {"huf", 17500, 1}, {"inr", 50, 1},    {"jpy", 50, 1},
-    {"mxn", 1000, 1}, {"myr", 200, 1}, {"nok", 300, 1},   {"nzd", 50, 1},    {"pln", 200, 1},
-    {"ron", 200, 1},  {"sek", 300, 1}, {"sgd", 50, 1},    {"thb", 1000, 1},  {"bif", 1, 1},
-    {"clp", 1, 1},    {"djf", 1, 1},   {"gnf", 1, 1},     {"kmf", 1, 1},     {"krw", 1, 1},
-    {"mga", 1, 1},    {"pyg", 1, 1},   {"rwf", 1, 1},     {"vnd", 1, 1},     {"vuv", 1, 1},
-    {"xaf", 1, 1},    {"xof", 1, 1},   {"xpf", 1, 1},     {"isk", 100, 100}, {"ugx", 100, 100},
-    {"bhd", 10, 10},  {"jod", 10, 10}, {"kwd", 10, 10},   {"omr", 10, 10},   {"tnd", 10, 10},
-    {"zar", 50, 1},   {"ils", 50, 1},  {"try", 50, 1},    {"php", 50, 1},    {"idr", 50, 1},
-    {NULL, 0, 0}};
-
-static const s_currency_t *
-s_currency_find (const char *code)
+/* Currency codes are looked up in common/ppm_money (Stripe's table: zero-
+   and three-decimal currencies, minimum and maximum charges, steps) and
+   written back in lower case, as Stripe does. */
+static void
+s_lower (const char *code, char *out, size_t size)
 {
-    for (const s_currency_t *c = s_currencies; c->code; c++)
-        if (strcmp (c->code, code) == 0)
-            return c;
-    return NULL;
+    size_t i = 0;
+    for (; code[i] && i + 1 < size; i++)
+        out[i] = (char)tolower ((unsigned char)code[i]);
+    out[i] = '\0';
 }
 
 /* Validates amount and currency parameters (names given) for a charge;
    fills *amount and *currency. Returns 0 or -1 with an error reply. */
 static int
 s_amount_currency (emu_req_t *req, emu_reply_t *reply, const char *amount_name,
-                   const char *currency_name, int64_t *amount, const s_currency_t **currency)
+                   const char *currency_name, int64_t *amount, const ppm_currency_t **currency)
 {
     if (s_int_param (req, reply, amount_name, true, 1, amount) != 0)
         return -1;
@@ -270,7 +255,7 @@ s_amount_currency (emu_req_t *req, emu_reply_t *reply, const char *amount_name,
                    "Missing required param: %s.", currency_name);
         return -1;
     }
-    *currency = s_currency_find (code);
+    *currency = ppm_currency_find (code);
     if (!*currency) {
         emu_error (reply, 400, "invalid_request_error", "parameter_invalid_string", currency_name,
                    "Invalid currency: %s. Stripe currently supports these currencies "
@@ -278,24 +263,24 @@ s_amount_currency (emu_req_t *req, emu_reply_t *reply, const char *amount_name,
                    code);
         return -1;
     }
-    if (*amount < (*currency)->min_charge) {
+    ppm_money_err_t err = ppm_money_check_charge (*currency, *amount);
+    if (err == PPM_MONEY_OK)
+        return 0;
+    char lower[8];
+    s_lower ((*currency)->code, lower, sizeof lower);
+    if (err == PPM_MONEY_TOO_SMALL)
         emu_error (reply, 400, "invalid_request_error", "amount_too_small", amount_name,
                    "Amount must be at least %" PRId64 " %s (minor units)", (*currency)->min_charge,
-                   (*currency)->code);
-        return -1;
-    }
-    if (*amount > 99999999) {
+                   lower);
+    else if (err == PPM_MONEY_TOO_LARGE)
         emu_error (reply, 400, "invalid_request_error", "amount_too_large", amount_name,
-                   "Amount must be no more than 99999999 %s (minor units)", (*currency)->code);
-        return -1;
-    }
-    if (*amount % (*currency)->step != 0) {
-        emu_error (reply, 400, "invalid_request_error", "invalid_charge_amount", amount_name,
-                   "Amounts in %s must be a multiple of %" PRId64 ".", (*currency)->code,
-                   (*currency)->step);
-        return -1;
-    }
-    return 0;
+                   "Amount must be no more than %" PRId64 " %s (minor units)",
+                   (*currency)->max_charge, lower);
+    else
+        emu_error (reply, 400, "invalid_request_error", ppm_money_stripe_code (err), amount_name,
+                   "Amounts in %s must be a multiple of %" PRId64 " (%s).", lower,
+                   (*currency)->step, ppm_money_strerror (err));
+    return -1;
 }
 
 /* --- objects and events ----------------------------------------------------- */
@@ -347,7 +332,8 @@ s_cause_of (emu_req_t *req)
     return cause;
 }
 
-/* Creates, stores and queues an event carrying a copy of object. */
+/* Creates, stores and queues an event carrying a copy of object; takes
+   ownership of previous (may be NULL). */
 static void
 s_emit (emu_t *emu, emu_account_t *account, s_cause_t cause, const char *type, json_t *object,
         json_t *previous)
@@ -355,7 +341,7 @@ s_emit (emu_t *emu, emu_account_t *account, s_cause_t cause, const char *type, j
     char *id = emu_new_id ("evt_");
     json_t *data = json_pack ("{s:O}", "object", object);
     if (previous)
-        json_object_set (data, "previous_attributes", previous);
+        json_object_set_new (data, "previous_attributes", previous);
     json_t *request =
         json_pack ("{s:s?, s:s?}", "id", cause.request_id, "idempotency_key", cause.idem_key);
     json_t *event = json_pack (
@@ -676,9 +662,11 @@ s_pi_create (emu_req_t *req, emu_reply_t *reply)
     if (s_check_params (req, reply, allowed))
         return;
     int64_t amount;
-    const s_currency_t *currency;
+    const ppm_currency_t *currency;
     if (s_amount_currency (req, reply, "amount", "currency", &amount, &currency))
         return;
+    char currency_code[8];
+    s_lower (currency->code, currency_code, sizeof currency_code);
     const char *capture_method = "automatic";
     if (s_enum_param (req, reply, "capture_method", s_capture_methods, &capture_method) < 0)
         return;
@@ -721,7 +709,7 @@ s_pi_create (emu_req_t *req, emu_reply_t *reply)
         "id", id, "object", "payment_intent", "amount", (json_int_t)amount, "amount_capturable", 0,
         "amount_received", 0, "automatic_payment_methods", "canceled_at", "cancellation_reason",
         "capture_method", capture_method, "client_secret", client_secret, "confirmation_method",
-        "automatic", "created", (json_int_t)emu_now_s (), "currency", currency->code, "customer",
+        "automatic", "created", (json_int_t)emu_now_s (), "currency", currency_code, "customer",
         customer && *customer ? customer : NULL, "description",
         ppm_form_get (req->form, "description"), "last_payment_error", "latest_charge", "livemode",
         0, "metadata", json_object (), "next_action", "payment_method", "payment_method_types",
@@ -1141,12 +1129,12 @@ s_cs_create (emu_req_t *req, emu_reply_t *reply)
                        "Missing required param: %s.", currency_key);
             return;
         }
-        if (!s_currency_find (code)) {
+        if (!ppm_currency_find (code)) {
             emu_error (reply, 400, "invalid_request_error", "parameter_invalid_string",
                        currency_key, "Invalid currency: %s.", code);
             return;
         }
-        if (currency_code && strcmp (currency_code, code) != 0) {
+        if (currency_code && strcasecmp (currency_code, code) != 0) {
             emu_error (reply, 400, "invalid_request_error", "parameter_invalid_string",
                        currency_key, "All line items must use the same currency.");
             return;
@@ -1172,17 +1160,21 @@ s_cs_create (emu_req_t *req, emu_reply_t *reply)
                    "Missing required param: line_items.");
         return;
     }
-    const s_currency_t *currency = s_currency_find (currency_code);
-    if (total < currency->min_charge) {
+    const ppm_currency_t *currency = ppm_currency_find (currency_code);
+    char lower[8];
+    s_lower (currency->code, lower, sizeof lower);
+    ppm_money_err_t money = ppm_money_check_charge (currency, total);
+    if (money == PPM_MONEY_TOO_SMALL) {
         emu_error (reply, 400, "invalid_request_error", "amount_too_small", "line_items",
                    "The Checkout Session's total amount due must add up to at least %" PRId64
                    " %s (minor units)",
-                   currency->min_charge, currency->code);
+                   currency->min_charge, lower);
         return;
     }
-    if (total > 99999999) {
-        emu_error (reply, 400, "invalid_request_error", "amount_too_large", "line_items",
-                   "The Checkout Session's total amount due must be no more than 99999999.");
+    if (money != PPM_MONEY_OK) {
+        emu_error (reply, 400, "invalid_request_error", ppm_money_stripe_code (money), "line_items",
+                   "The Checkout Session's total amount is invalid: %s.",
+                   ppm_money_strerror (money));
         return;
     }
     const char *capture_method = "automatic";
@@ -1226,7 +1218,7 @@ s_cs_create (emu_req_t *req, emu_reply_t *reply)
         "{s:s, s:s, s:I, s:I, s:s, s:s?, s:s?, s:s?, s:I, s:I, s:b, s:o, s:s, s:n, s:s, s:s, "
         "s:s, s:s?, s:s, s:o}",
         "id", id, "object", "checkout.session", "amount_subtotal", (json_int_t)total,
-        "amount_total", (json_int_t)total, "currency", currency->code, "cancel_url",
+        "amount_total", (json_int_t)total, "currency", lower, "cancel_url",
         ppm_form_get (req->form, "cancel_url"), "client_reference_id", reference, "customer",
         customer && *customer ? customer : NULL, "created", (json_int_t)now, "expires_at",
         (json_int_t)expires_at, "livemode", 0, "metadata", json_object (), "mode", "payment",

@@ -19,6 +19,7 @@
 #include "emu.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -1168,6 +1169,18 @@ s_completed (void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
+/* libmicrohttpd's own messages, minus the one every injected drop causes. */
+static void
+s_mhd_log (void *cls, const char *fmt, va_list args)
+{
+    (void)cls;
+    char line[512];
+    vsnprintf (line, sizeof line, fmt, args);
+    if (strstr (line, "Application reported internal error"))
+        return;
+    fprintf (stderr, "stripe-emulator: %s", line);
+}
+
 /* --- configuration and main -------------------------------------------------- */
 
 typedef struct {
@@ -1321,10 +1334,10 @@ main (int argc, char **argv)
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
             MHD_USE_ERROR_LOG,
         (uint16_t)config.port, NULL, NULL, s_access, &emu, MHD_OPTION_SOCK_ADDR, &addr,
-        MHD_OPTION_NOTIFY_COMPLETED, s_completed, NULL, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)4000, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)2048,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120, MHD_OPTION_THREAD_STACK_SIZE,
-        (size_t)(256 * 1024), MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, s_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, NULL,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)4000, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        (unsigned int)2048, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
+        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024), MHD_OPTION_END);
     if (!daemon) {
         fprintf (stderr, "stripe-emulator: cannot listen on %s:%" PRId64 " (%s)\n", config.bind,
                  config.port, strerror (errno));
