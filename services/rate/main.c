@@ -2,12 +2,23 @@
     rate_server_actor (which loads every tenant from config and keeps the
     cache fresh) and waits for SIGTERM/SIGINT. */
 #include <czmq.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include "ppm_clock.h"
 #include "ppm_env.h"
 #include "ppm_log.h"
 #include "ppm_metrics.h"
 #include "rate_server.h"
+
+static atomic_bool s_ready;
+
+/* /readyz: every tenant loaded once (runs on the metrics thread). */
+static bool
+s_is_ready (void *arg)
+{
+    (void)arg;
+    return atomic_load (&s_ready);
+}
 
 int
 main (int argc, char **argv)
@@ -47,7 +58,8 @@ main (int argc, char **argv)
     rate_server_args_t args = {.rpc_bind = cfg.rpc_bind,
                                .config_endpoint = cfg.config_endpoint,
                                .config_events = cfg.config_events,
-                               .refresh_ms = cfg.refresh_ms};
+                               .refresh_ms = cfg.refresh_ms,
+                               .ready = &s_ready};
     zactor_t *server = rate_server_start (&args);
     if (!server) {
         fprintf (stderr, "ppm-rate: could not start (see the log)\n");
@@ -55,17 +67,15 @@ main (int argc, char **argv)
         return 1;
     }
     ppm_metrics_server_t *metrics =
-        ppm_metrics_server_new (ppm_metrics_global (), cfg.metrics_bind, NULL, NULL);
+        ppm_metrics_server_new (ppm_metrics_global (), cfg.metrics_bind, s_is_ready, NULL);
     if (!metrics) {
         fprintf (stderr, "ppm-rate: cannot serve metrics on %s\n", cfg.metrics_bind);
         zactor_destroy (&server);
         ppm_env_free (env);
         return 1;
     }
-    ppm_metrics_server_set_ready (metrics, true);
     while (!zsys_interrupted)
         zclock_sleep (100);
-    ppm_metrics_server_set_ready (metrics, false);
     ppm_metrics_server_destroy (&metrics);
     ppm_log_info ("rate: stopping");
     zactor_destroy (&server);

@@ -31,6 +31,8 @@ typedef struct {
     rate_cache_t *cache;      /* every tenant's configuration */
     zhashx_t *fetches;        /* tenant id → fetch_t, in flight */
     zlistx_t *queue;          /* tenant ids waiting for a fetch slot */
+    zhashx_t *queued;         /* the same ids, as a set */
+    atomic_bool *ready;       /* the caller's readiness flag, or NULL */
     int64_t refresh_ms;       /* revision check period */
     bool listing;             /* a ListRevisions walk is running */
     uint64_t refreshes;       /* completed revision walks */
@@ -59,7 +61,7 @@ typedef struct {
     Ppm__V1__QuoteRequest *request; /* unpacked, owned */
 } waiting_t;
 
-static void s_fetch_start (self_t *self, const char *tenant_id, const char *reason);
+static void s_fetch_start (self_t *self, const char *tenant_id, const char *reason, bool urgent);
 static void s_fetch_page (fetch_t *fetch, const char *cursor);
 
 /* ---- quotes ------------------------------------------------------------- */
@@ -118,12 +120,11 @@ s_quote (ppm_rpc_call_t *call, void *arg)
         ppm__v1__quote_request__free_unpacked (req, NULL);
         return;
     }
-    /* Not cached: wait for its first snapshot. */
-    s_fetch_start (self, tenant, "start");
+    /* Not cached: fetch it now (ahead of any queue) and wait for it. */
+    s_fetch_start (self, tenant, "start", true);
     fetch_t *fetch = zhashx_lookup (self->fetches, tenant);
     if (!fetch) {
-        /* Queued behind other fetches: bounded, refuse rather than hold. */
-        ppm_rpc_call_error (&call, PPM_UNAVAILABLE, "tenant not loaded yet; retry");
+        ppm_rpc_call_error (&call, PPM_UNAVAILABLE, "configuration not available; retry");
         ppm__v1__quote_request__free_unpacked (req, NULL);
         return;
     }
@@ -180,11 +181,15 @@ s_fetch_end (self_t *self, fetch_t *fetch, const ppm_status_t *status)
         return;
     }
     if (again)
-        s_fetch_start (self, tenant, "event");
+        s_fetch_start (self, tenant, "event", false);
     free (tenant);
     while (zlistx_size (self->queue) && zhashx_size (self->fetches) < S_MAX_FETCHES) {
         char *next = zlistx_detach (self->queue, NULL);
-        s_fetch_start (self, next, "poll");
+        /* Skip ids started meanwhile out of turn (urgent). */
+        if (zhashx_lookup (self->queued, next)) {
+            zhashx_delete (self->queued, next);
+            s_fetch_start (self, next, "poll", false);
+        }
         free (next);
     }
 }
@@ -297,21 +302,27 @@ s_fetch_free (void **item)
     s_fetch_destroy ((fetch_t **)item);
 }
 
+/* Starts fetching a tenant's snapshot, or queues it when S_MAX_FETCHES
+   are running (urgent: start now anyway, for a quote that waits). A change
+   event during a running fetch makes it run once more after. */
 static void
-s_fetch_start (self_t *self, const char *tenant_id, const char *reason)
+s_fetch_start (self_t *self, const char *tenant_id, const char *reason, bool urgent)
 {
     if (!self->config || self->stopping)
         return;
     fetch_t *running = zhashx_lookup (self->fetches, tenant_id);
     if (running) {
-        running->again = true;
+        if (streq (reason, "event"))
+            running->again = true;
         return;
     }
-    if (zhashx_size (self->fetches) >= S_MAX_FETCHES) {
-        for (char *id = zlistx_first (self->queue); id; id = zlistx_next (self->queue))
-            if (streq (id, tenant_id))
-                return;
-        zlistx_add_end (self->queue, (void *)tenant_id);
+    if (urgent)
+        zhashx_delete (self->queued, tenant_id);
+    else if (zhashx_size (self->fetches) >= S_MAX_FETCHES) {
+        if (!zhashx_lookup (self->queued, tenant_id)) {
+            zhashx_insert (self->queued, tenant_id, (void *)1);
+            zlistx_add_end (self->queue, (void *)tenant_id);
+        }
         return;
     }
     fetch_t *fetch = calloc (1, sizeof *fetch);
@@ -349,7 +360,7 @@ s_on_revisions (const ppm_status_t *status, const uint8_t *payload, size_t size,
     for (size_t i = 0; i < reply->n_tenants; i++) {
         const Ppm__V1__TenantRevision *t = reply->tenants[i];
         if (rate_cache_revision (self->cache, t->tenant_id) != t->revision)
-            s_fetch_start (self, t->tenant_id, self->confirmed_ms ? "poll" : "start");
+            s_fetch_start (self, t->tenant_id, self->confirmed_ms ? "poll" : "start", false);
     }
     if (reply->next_cursor && *reply->next_cursor)
         s_list_page (self, reply->next_cursor);
@@ -357,6 +368,8 @@ s_on_revisions (const ppm_status_t *status, const uint8_t *payload, size_t size,
         self->listing = false;
         self->refreshes++;
         self->confirmed_ms = self->walk_started_ms;
+        if (self->ready && zhashx_size (self->fetches) == 0)
+            atomic_store (self->ready, true);
     }
     ppm__v1__list_revisions_reply__free_unpacked (reply, NULL);
 }
@@ -395,7 +408,7 @@ s_on_event (const ppm_event_t *event, void *arg)
 {
     self_t *self = arg;
     if (event->tenant_id && *event->tenant_id)
-        s_fetch_start (self, event->tenant_id, "event");
+        s_fetch_start (self, event->tenant_id, "event", false);
 }
 
 /* ---- actor -------------------------------------------------------------- */
@@ -414,6 +427,7 @@ s_self_destroy (self_t **self_p)
     ppm_events_sub_destroy (&self->events);
     ppm_rpc_server_destroy (&self->rpc);
     zlistx_destroy (&self->queue);
+    zhashx_destroy (&self->queued);
     rate_cache_destroy (&self->cache);
     zloop_destroy (&self->loop);
     free (self);
@@ -432,8 +446,10 @@ s_self_new (zsock_t *pipe, rate_server_args_t *args)
     args->preload = NULL;
     self->fetches = zhashx_new ();
     self->queue = zlistx_new ();
+    self->queued = zhashx_new ();
+    self->ready = args->ready;
     self->refresh_ms = args->refresh_ms > 0 ? args->refresh_ms : 1000;
-    if (!self->loop || !self->cache || !self->fetches || !self->queue) {
+    if (!self->loop || !self->cache || !self->fetches || !self->queue || !self->queued) {
         s_self_destroy (&self);
         return NULL;
     }
@@ -468,7 +484,8 @@ s_self_new (zsock_t *pipe, rate_server_args_t *args)
         zloop_timer (self->loop, (size_t)self->refresh_ms, 0, s_on_refresh_timer, self);
         /* The first walk loads every tenant. */
         s_on_refresh_timer (self->loop, 0, self);
-    }
+    } else if (self->ready)
+        atomic_store (self->ready, true);
     if (args->config_events && *args->config_events) {
         self->events = ppm_events_sub_new (args->config_events);
         if (!self->events || ppm_events_subscribe (self->events, "config.changed.") ||

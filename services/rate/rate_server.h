@@ -24,6 +24,7 @@
 #define RATE_SERVER_H_INCLUDED
 
 #include <czmq.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include "rate_cache.h"
 
@@ -33,6 +34,9 @@ typedef struct {
     const char *config_events;   /* config's PUB; NULL = no events */
     int64_t refresh_ms;          /* period of the revision check; 0 = 1000 */
     rate_cache_t *preload;       /* optional: a cache to start from (taken) */
+    atomic_bool *ready;          /* optional: set true once every tenant
+                                    was loaded (first revision walk done,
+                                    or at once without config); for /readyz */
 } rate_server_args_t;
 
 void rate_server_actor (zsock_t *pipe, void *args);
