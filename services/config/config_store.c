@@ -263,9 +263,22 @@ s_limit_param (uint32_t limit, uint32_t def, uint32_t max, char *buf, size_t siz
 
 /* Loads a tenant's settings (secrets opened) and plan; for_update locks
    the row. NOT_FOUND when the tenant does not exist. */
+static ppm_status_t *s_load_settings_ex (config_store_t *self, const char *tenant, bool for_update,
+                                         bool secrets, Ppm__V1__Settings **settings_p,
+                                         int64_t *revision);
+
 static ppm_status_t *
 s_load_settings (config_store_t *self, const char *tenant, bool for_update,
                  Ppm__V1__Settings **settings_p, int64_t *revision)
+{
+    return s_load_settings_ex (self, tenant, for_update, true, settings_p, revision);
+}
+
+/* secrets false: the secret fields stay empty and nothing is opened (the
+   rate service's snapshots need no secret). */
+static ppm_status_t *
+s_load_settings_ex (config_store_t *self, const char *tenant, bool for_update, bool secrets,
+                    Ppm__V1__Settings **settings_p, int64_t *revision)
 {
     *settings_p = NULL;
     PGresult *res = NULL;
@@ -292,7 +305,7 @@ s_load_settings (config_store_t *self, const char *tenant, bool for_update,
         return ppm_status_new (PPM_DATA_LOSS, "stored settings do not decode");
     }
     s->version = s_int (res, 0, 0);
-    for (size_t i = 0; i < CONFIG_SECRET_COUNT; i++) {
+    for (size_t i = 0; secrets && i < CONFIG_SECRET_COUNT; i++) {
         char *value = s_open_column (self, res, 0, 2 + (int)i, tenant, config_secret_name (i));
         if (!value) {
             PQclear (res);
@@ -1252,7 +1265,7 @@ config_store_get_snapshot (config_store_t *self, const char *tenant, const char 
     *reply_p = NULL;
     Ppm__V1__Settings *s = NULL;
     int64_t revision = 0;
-    ppm_status_t *status = s_load_settings (self, tenant, false, &s, &revision);
+    ppm_status_t *status = s_load_settings_ex (self, tenant, false, false, &s, &revision);
     if (status)
         return status;
     Ppm__V1__Snapshot *snap = s_alloc (sizeof *snap);

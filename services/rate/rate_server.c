@@ -159,6 +159,16 @@ s_fetch_destroy (fetch_t **fetch_p)
     *fetch_p = NULL;
 }
 
+/* Ready once a revision walk has completed and every fetch it started
+   has ended (successfully or not). */
+static void
+s_check_ready (self_t *self)
+{
+    if (self->ready && self->refreshes > 0 && zhashx_size (self->fetches) == 0 &&
+        zlistx_size (self->queue) == 0)
+        atomic_store (self->ready, true);
+}
+
 /* Ends a fetch: answers its waiting quotes, starts queued ones. */
 static void
 s_fetch_end (self_t *self, fetch_t *fetch, const ppm_status_t *status)
@@ -192,6 +202,7 @@ s_fetch_end (self_t *self, fetch_t *fetch, const ppm_status_t *status)
         }
         free (next);
     }
+    s_check_ready (self);
 }
 
 static rate_amount_t
@@ -368,8 +379,7 @@ s_on_revisions (const ppm_status_t *status, const uint8_t *payload, size_t size,
         self->listing = false;
         self->refreshes++;
         self->confirmed_ms = self->walk_started_ms;
-        if (self->ready && zhashx_size (self->fetches) == 0)
-            atomic_store (self->ready, true);
+        s_check_ready (self);
     }
     ppm__v1__list_revisions_reply__free_unpacked (reply, NULL);
 }
