@@ -274,6 +274,16 @@ s_reply_json (s_ctx_t *ctx, int status, json_t *json)
 static void
 s_reply_status (s_ctx_t *ctx, const ppm_status_t *status)
 {
+    ppm_code_t code = ppm_status_code (status);
+    if (ctx->route && ctx->route->handler == H_WEBHOOK &&
+        (code == PPM_UNAUTHENTICATED || code == PPM_INVALID_ARGUMENT)) {
+        /* Stripe is told 400 for a webhook payment refuses (bad signature,
+           not an event): PROTOCOL.md "payment.Webhook" */
+        s_count (ctx->self, s_route_label (ctx), 400, ctx->req);
+        gateway_req_respond_json (&ctx->req, 400, gateway_error_json (status));
+        s_ctx_destroy (&ctx);
+        return;
+    }
     s_cors (ctx);
     s_count (ctx->self, s_route_label (ctx), gateway_http_status_for (status), ctx->req);
     gateway_req_respond_status (&ctx->req, status);

@@ -7,6 +7,8 @@
 #
 #   tests/browser/run.sh                 run the scenarios ("N passed, N failed")
 #   tests/browser/run.sh --screenshots   also write docs/screenshots/*.png
+#   tests/browser/run.sh --demo          run them against a running `make run`
+#                                        instead (run/demo.env; needs ppmctl)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -18,6 +20,18 @@ done
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error) ||
         { echo "browser: npm ci failed"; echo "0 passed, 1 failed"; exit 1; }
+fi
+
+if [ "${1:-}" = "--demo" ]; then
+    env_file=${PPM_RUN_DIR:-$root/run}/demo.env
+    [ -f "$env_file" ] || { echo "browser: $env_file is missing (make run first)"; echo "0 passed, 1 failed"; exit 1; }
+    set -a
+    # shellcheck disable=SC1090
+    . "$env_file"
+    set +a
+    export PPM_PPMCTL=$bin/ppmctl
+    unset PPM_USER_SECRET
+    cd tests/browser && exec node scenarios.mjs
 fi
 
 free_port() {

@@ -269,6 +269,7 @@ s_fetch (void *arg)
     s_fetch_t *f = arg;
     CURL *curl = curl_easy_init ();
     curl_easy_setopt (curl, CURLOPT_URL, f->url);
+    curl_easy_setopt (curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt (curl, CURLOPT_CUSTOMREQUEST, f->method ? f->method : "GET");
     if (f->body) {
         curl_easy_setopt (curl, CURLOPT_POSTFIELDS, f->body);
