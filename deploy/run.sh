@@ -134,9 +134,8 @@ port_of() { echo "${1##*:}"; }
 
 # --- Stripe emulator ------------------------------------------------------------
 if [ -x "$bin/stripe-emulator" ]; then
-    PPM_HTTP_PORT=$emu_port PPM_EMULATOR_PORT=$emu_port \
-        PPM_EMULATOR_WEBHOOK_BASE=http://127.0.0.1:$gateway_port/v1/stripe/webhook \
-        start stripe-emulator "$bin/stripe-emulator"
+    PPM_EMULATOR_PORT=$emu_port PPM_EMULATOR_BIND=127.0.0.1 \
+        PPM_EMULATOR_PUBLIC_URL=http://127.0.0.1:$emu_port start stripe-emulator "$bin/stripe-emulator"
     wait_tcp "$emu_port" stripe-emulator
 else
     say "no stripe-emulator binary: payments will fail (build it with make build)"
@@ -181,10 +180,6 @@ if [ ! -f "$run/demo.env" ]; then
         die "ppmctl rates set failed"
     payee_token=$(ppmctl user-token --tenant "$tenant" --user u_coach --roles coach --ttl 2592000)
     payer_token=$(ppmctl user-token --tenant "$tenant" --user u_alice --ttl 2592000)
-    # tell the emulator where this tenant's webhooks go (if it takes a control call)
-    curl -fs -X POST "http://127.0.0.1:$emu_port/_emulator/webhook_endpoints" \
-        -d "url=$gateway_url/v1/stripe/webhook/$tenant" -d "secret=whsec_demo$suffix" \
-        -d "api_key=sk_test_demo$suffix" >/dev/null 2>&1 || true
     umask 077
     cat >"$run/demo.env" <<ENV
 # Written by make run (deploy/run.sh) for the demo tenant; source it.
@@ -195,10 +190,20 @@ PPM_DEMO_PAYEE_ID=u_coach
 PPM_DEMO_PAYEE_TOKEN=$payee_token
 PPM_DEMO_PAYER_ID=u_alice
 PPM_DEMO_PAYER_TOKEN=$payer_token
+PPM_DEMO_STRIPE_KEY=sk_test_demo$suffix
+PPM_DEMO_WEBHOOK_SECRET=whsec_demo$suffix
 ENV
 fi
 # shellcheck disable=SC1091
 . "$run/demo.env"
+# The emulator keeps no state between runs: tell it, every time, where the
+# demo tenant's webhooks go and with which signing secret.
+if [ -x "$bin/stripe-emulator" ] && [ -n "${PPM_DEMO_STRIPE_KEY:-}" ]; then
+    curl -fs -X POST "http://127.0.0.1:$emu_port/_emulator/webhook_endpoints" \
+        -H 'Content-Type: application/json' \
+        -d "{\"api_key\":\"$PPM_DEMO_STRIPE_KEY\",\"url\":\"$gateway_url/v1/stripe/webhook/$PPM_DEMO_TENANT\",\"secret\":\"$PPM_DEMO_WEBHOOK_SECRET\"}" \
+        >/dev/null || say "could not register the demo webhook endpoint with the emulator"
+fi
 
 cat <<TXT
 
