@@ -130,6 +130,10 @@ export PPM_PAYMENT_EVENTS=${PPM_PAYMENT_EVENTS:-tcp://127.0.0.1:7122}
 export PPM_METERING_ENDPOINT=${PPM_METERING_ENDPOINT:-tcp://127.0.0.1:7131}
 export PPM_METERING_EVENTS=${PPM_METERING_EVENTS:-tcp://127.0.0.1:7132}
 export PPM_WEB_ROOT=${PPM_WEB_ROOT:-$root/services/gateway/web}
+# Under a time scale every process must count from the same origin.
+if [ "${PPM_TIME_SCALE:-1}" != 1 ]; then
+    export PPM_TIME_EPOCH_MS=${PPM_TIME_EPOCH_MS:-$(date +%s%3N)}
+fi
 port_of() { echo "${1##*:}"; }
 
 # --- Stripe emulator ------------------------------------------------------------
