@@ -385,6 +385,20 @@ test_http_handoff (void **state)
     assert_non_null (strstr (f.response, "too large"));
     assert_null (gateway_http_next (http));
 
+    /* headers over the connection's memory cap are refused by libmicrohttpd */
+    memset (&f, 0, sizeof f);
+    snprintf (f.url, sizeof f.url, "http://127.0.0.1:%d/v1/quote", gateway_http_port (http));
+    char *huge = malloc (40000);
+    memcpy (huge, "X-Big: ", 7);
+    memset (huge + 7, 'a', 40000 - 8);
+    huge[40000 - 1] = '\0';
+    f.header = huge;
+    pthread_create (&thread, NULL, s_fetch, &f);
+    pthread_join (thread, NULL);
+    free (huge);
+    assert_true (f.status == 431 || f.status == 413);
+    assert_null (gateway_http_next (http));
+
     /* a client that leaves before the answer: the answer is dropped */
     memset (&f, 0, sizeof f);
     snprintf (f.url, sizeof f.url, "http://127.0.0.1:%d/v1/quote", gateway_http_port (http));
