@@ -76,21 +76,25 @@ rate_resolve (const rate_tenant_t *tenant, const char *payee, char *const *roles
 void
 rate_quote_new_id (char out[40])
 {
-    /* Per process: 8 random bytes chosen once, then a counter; unique
+    /* Per thread: 8 random bytes chosen once, then a counter; unique
        across processes with overwhelming probability, and cheap. */
-    static uint8_t prefix[8];
-    static bool seeded = false;
-    static uint64_t counter = 0;
-    if (!seeded) {
-        randombytes_buf (prefix, sizeof prefix);
+    static const char digits[] = "0123456789abcdef";
+    static _Thread_local char prefix[19]; /* "q_" + 16 hex */
+    static _Thread_local uint64_t counter = 0;
+    if (!prefix[0]) {
+        uint8_t bytes[8];
+        randombytes_buf (bytes, sizeof bytes);
         randombytes_buf (&counter, sizeof counter);
         counter &= 0xffffffffull;
-        seeded = true;
+        prefix[0] = 'q';
+        prefix[1] = '_';
+        sodium_bin2hex (prefix + 2, 17, bytes, sizeof bytes);
     }
     counter++;
-    char hex[17];
-    sodium_bin2hex (hex, sizeof hex, prefix, sizeof prefix);
-    snprintf (out, 40, "q_%s%016llx", hex, (unsigned long long)counter);
+    memcpy (out, prefix, 18);
+    for (int i = 0; i < 16; i++)
+        out[18 + i] = digits[(counter >> (60 - 4 * i)) & 15];
+    out[34] = '\0';
 }
 
 ppm_status_t *
@@ -142,11 +146,11 @@ rate_quote_build (const rate_tenant_t *tenant, const Ppm__V1__QuoteRequest *req,
 
     rate_resolution_t r =
         rate_resolve (tenant, req->payee, req->payee_roles, req->n_payee_roles, kind);
-    if (r.role)
+    if (r.role) {
         snprintf (out->source, sizeof out->source, "role:%s", r.role);
-    else
-        snprintf (out->source, sizeof out->source, "%s", r.source);
-    q->rate_source = out->source;
+        q->rate_source = out->source;
+    } else
+        q->rate_source = (char *)r.source;
     if (r.rate <= 0)
         return NULL; /* free: paid = false, no presets */
     if (!currency)

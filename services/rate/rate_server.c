@@ -44,6 +44,7 @@ typedef struct {
     ppm_gauge_t *tenants;     /* ppm_rate_cache_tenants */
     ppm_gauge_t *age;         /* ppm_rate_cache_age_seconds */
     ppm_counter_t *reloads;   /* ppm_rate_cache_reloads_total{reason} */
+    uint64_t counts[3];       /* quotes paid, free, error since the last flush */
 } self_t;
 
 typedef struct {
@@ -66,12 +67,60 @@ static void s_fetch_page (fetch_t *fetch, const char *cursor);
 
 /* ---- quotes ------------------------------------------------------------- */
 
+/* Quote outcomes are counted locally and added to the registry once a
+   second (s_on_flush_timer): no lock on the quote path. */
+enum { S_PAID = 0, S_FREE = 1, S_ERROR = 2 };
+
+static int
+s_on_flush_timer (zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    self_t *self = arg;
+    static const char *names[3] = {"paid", "free", "error"};
+    for (int i = 0; i < 3; i++)
+        if (self->counts[i]) {
+            ppm_counter_inc (self->quotes, self->counts[i], names[i]);
+            self->counts[i] = 0;
+        }
+    return 0;
+}
+
+/* A bump allocator for the request of one quote, so that unpacking it
+   costs no malloc; anything larger than the arena falls back to malloc. */
+typedef struct {
+    uint8_t buf[2048]; /* the arena */
+    size_t used;       /* bytes handed out */
+} s_arena_t;
+
+static void *
+s_arena_alloc (void *data, size_t size)
+{
+    s_arena_t *arena = data;
+    size_t need = (size + 15) & ~(size_t)15;
+    if (need <= sizeof arena->buf - arena->used) {
+        void *p = arena->buf + arena->used;
+        arena->used += need;
+        return p;
+    }
+    return malloc (size);
+}
+
+static void
+s_arena_free (void *data, void *pointer)
+{
+    s_arena_t *arena = data;
+    uint8_t *p = pointer;
+    if (p < arena->buf || p >= arena->buf + sizeof arena->buf)
+        free (pointer);
+}
+
 static void
 s_answer (self_t *self, ppm_rpc_call_t **call_p, Ppm__V1__QuoteRequest *req, const char *tenant)
 {
     const rate_tenant_t *entry = rate_cache_lookup (self->cache, tenant);
     if (!entry) {
-        ppm_counter_inc (self->quotes, 1, "error");
+        self->counts[S_ERROR]++;
         ppm_rpc_call_error (call_p, PPM_NOT_FOUND, "no such tenant");
         return;
     }
@@ -79,10 +128,10 @@ s_answer (self_t *self, ppm_rpc_call_t **call_p, Ppm__V1__QuoteRequest *req, con
     ppm_status_t *status =
         rate_quote_build (entry, req, ppm_clock_scale () > 1, ppm_clock_now_ms (), &quote);
     if (status) {
-        ppm_counter_inc (self->quotes, 1, "error");
+        self->counts[S_ERROR]++;
         ppm_rpc_call_fail (call_p, &status);
     } else {
-        ppm_counter_inc (self->quotes, 1, quote.quote.paid ? "paid" : "free");
+        self->counts[quote.quote.paid ? S_PAID : S_FREE]++;
         ppm_rpc_call_reply (call_p, (const ProtobufCMessage *)&quote.quote);
     }
 }
@@ -91,8 +140,12 @@ static void
 s_quote (ppm_rpc_call_t *call, void *arg)
 {
     self_t *self = arg;
-    Ppm__V1__QuoteRequest *req =
-        (Ppm__V1__QuoteRequest *)ppm_rpc_call_unpack (call, &ppm__v1__quote_request__descriptor);
+    s_arena_t arena;
+    arena.used = 0;
+    ProtobufCAllocator allocator = {s_arena_alloc, s_arena_free, &arena};
+    size_t size = 0;
+    const uint8_t *payload = ppm_rpc_call_payload (call, &size);
+    Ppm__V1__QuoteRequest *req = ppm__v1__quote_request__unpack (&allocator, size, payload);
     if (!req) {
         ppm_rpc_call_error (&call, PPM_INVALID_ARGUMENT, "payload is not a ppm.v1.QuoteRequest");
         return;
@@ -111,13 +164,24 @@ s_quote (ppm_rpc_call_t *call, void *arg)
         ppm_status_add_field (status, "payee", "must be 1 to 128 bytes");
     }
     if (status) {
+        self->counts[S_ERROR]++;
         ppm_rpc_call_fail (&call, &status);
-        ppm__v1__quote_request__free_unpacked (req, NULL);
+        ppm__v1__quote_request__free_unpacked (req, &allocator);
         return;
     }
     if (rate_cache_lookup (self->cache, tenant) || !self->config) {
         s_answer (self, &call, req, tenant);
-        ppm__v1__quote_request__free_unpacked (req, NULL);
+        ppm__v1__quote_request__free_unpacked (req, &allocator);
+        return;
+    }
+    /* The request must outlive this handler: a heap copy. */
+    char tenant_copy[64];
+    snprintf (tenant_copy, sizeof tenant_copy, "%s", tenant);
+    tenant = tenant_copy;
+    ppm__v1__quote_request__free_unpacked (req, &allocator);
+    req = ppm__v1__quote_request__unpack (NULL, size, payload);
+    if (!req) {
+        ppm_rpc_call_error (&call, PPM_INTERNAL, "out of memory");
         return;
     }
     /* Not cached: fetch it now (ahead of any queue) and wait for it. */
@@ -284,6 +348,7 @@ s_on_snapshot (const ppm_status_t *status, const uint8_t *payload, size_t size, 
         self->fetched++;
         ppm_counter_inc (self->reloads, 1, fetch->reason ? fetch->reason : "poll");
         ppm_gauge_set (self->tenants, (double)rate_cache_size (self->cache));
+        zloop_timer (self->loop, 1000, 0, s_on_flush_timer, self);
     }
     s_fetch_end (self, fetch, NULL);
 }
@@ -475,6 +540,7 @@ s_self_new (zsock_t *pipe, rate_server_args_t *args)
     self->reloads =
         ppm_metrics_counter (metrics, "ppm_rate_cache_reloads_total", "tenant reloads", "reason");
     ppm_gauge_set (self->tenants, (double)rate_cache_size (self->cache));
+    zloop_timer (self->loop, 1000, 0, s_on_flush_timer, self);
     zlistx_set_duplicator (self->queue, (czmq_duplicator *)strdup);
     zlistx_set_destructor (self->queue, (czmq_destructor *)zstr_free);
     self->rpc = ppm_rpc_server_new (self->loop, args->rpc_bind);

@@ -7,9 +7,11 @@
     request for a random (tenant, payee) among them. Both servers are driven
     by the same raw DEALER client sending the same pre-packed envelopes, so
     the difference is the server's work only. The echo answers each request
-    with a frame as large as a real quote reply.
+    with a frame as large as a real quote reply. Runs alternate between the
+    two servers (S_ROUNDS rounds) and each figure is a median, so that a
+    busy machine disturbs both alike.
 
-    Usage: bench_quote [tenants] [rates_per_tenant] [seconds]
+    Usage: bench_quote [tenants] [rates_per_tenant] [seconds of throughput runs per server]
 */
 #include <czmq.h>
 #include <stdio.h>
@@ -26,6 +28,7 @@
 
 #define S_REQUESTS 1024 /* distinct pre-packed requests, cycled */
 #define S_WINDOW   64   /* requests in flight for the throughput run */
+#define S_ROUNDS   7    /* alternating rate/echo rounds; medians reported */
 
 typedef struct {
     zframe_t *frames[S_REQUESTS]; /* packed envelopes */
@@ -124,6 +127,20 @@ typedef struct {
 } s_result_t;
 
 static int
+s_cmp_double (const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double
+s_median (double *values, int count)
+{
+    qsort (values, (size_t)count, sizeof *values, s_cmp_double);
+    return values[count / 2];
+}
+
+static int
 s_cmp_i64 (const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -137,7 +154,7 @@ s_drive (const char *endpoint, s_load_t *load, double seconds)
     zsock_t *dealer = zsock_new_dealer (endpoint);
     zsock_set_rcvtimeo (dealer, 5000);
     /* Warm up and learn the reply size. */
-    for (int i = 0; i < 2000; i++) {
+    for (int i = 0; i < 500; i++) {
         zframe_send (&load->frames[i % S_REQUESTS], dealer, ZFRAME_REUSE);
         zframe_t *reply = zframe_recv (dealer);
         if (!reply) {
@@ -148,7 +165,7 @@ s_drive (const char *endpoint, s_load_t *load, double seconds)
         zframe_destroy (&reply);
     }
     /* Round trips, one in flight. */
-    enum { RTT_N = 20000 };
+    enum { RTT_N = 5000 };
     int64_t *rtt = malloc (RTT_N * sizeof *rtt);
     for (int i = 0; i < RTT_N; i++) {
         int64_t start = ppm_clock_real_mono_us ();
@@ -189,7 +206,7 @@ main (int argc, char **argv)
 {
     int tenants = argc > 1 ? (int)strtol (argv[1], NULL, 10) : 10000;
     int rates = argc > 2 ? (int)strtol (argv[2], NULL, 10) : 100;
-    double seconds = argc > 3 ? strtod (argv[3], NULL) : 3.0;
+    double seconds = argc > 3 ? strtod (argv[3], NULL) : 7.0;
     if (tenants < 1 || rates < 1 || seconds <= 0) {
         fprintf (stderr, "usage: bench_quote [tenants] [rates_per_tenant] [seconds]\n");
         return 2;
@@ -212,11 +229,26 @@ main (int argc, char **argv)
     }
     zstr_send (rate, "ENDPOINT");
     char *rate_endpoint = zstr_recv (rate);
-    s_result_t quote = s_drive (rate_endpoint, &load, seconds);
-
+    /* A first short run learns the size of a real reply for the echo. */
+    s_result_t quote = s_drive (rate_endpoint, &load, 0.2);
     zactor_t *echo = zactor_new (s_echo_actor, &quote.reply_bytes);
     char *echo_endpoint = zstr_recv (echo);
-    s_result_t bare = s_drive (echo_endpoint, &load, seconds);
+
+    /* Rounds alternate rate and echo so that both see the same background
+       load; each figure is the median over the rounds. */
+    double q_tp[S_ROUNDS], q_rtt[S_ROUNDS], e_tp[S_ROUNDS], e_rtt[S_ROUNDS];
+    for (int r = 0; r < S_ROUNDS; r++) {
+        s_result_t a = s_drive (rate_endpoint, &load, seconds / S_ROUNDS);
+        s_result_t b = s_drive (echo_endpoint, &load, seconds / S_ROUNDS);
+        q_tp[r] = a.per_second;
+        q_rtt[r] = a.median_us;
+        e_tp[r] = b.per_second;
+        e_rtt[r] = b.median_us;
+    }
+    quote.per_second = s_median (q_tp, S_ROUNDS);
+    quote.median_us = s_median (q_rtt, S_ROUNDS);
+    s_result_t bare = {.per_second = s_median (e_tp, S_ROUNDS),
+                       .median_us = s_median (e_rtt, S_ROUNDS)};
 
     size_t request_bytes = zframe_size (load.frames[0]);
     printf ("message sizes: request %zu B, reply %zu B\n", request_bytes, quote.reply_bytes);
