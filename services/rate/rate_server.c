@@ -89,8 +89,8 @@ s_on_flush_timer (zloop_t *loop, int timer_id, void *arg)
 /* A bump allocator for the request of one quote, so that unpacking it
    costs no malloc; anything larger than the arena falls back to malloc. */
 typedef struct {
-    uint8_t buf[2048]; /* the arena */
-    size_t used;       /* bytes handed out */
+    _Alignas(16) uint8_t buf[2048]; /* the arena */
+    size_t used;                    /* bytes handed out */
 } s_arena_t;
 
 static void *
