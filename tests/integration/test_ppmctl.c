@@ -263,6 +263,41 @@ test_user_token_and_keys (void **state)
     assert_non_null (strstr (out, "\"tenants\""));
 }
 
+static void
+test_config_binary_needs_a_master_key (void **state)
+{
+    (void)state;
+    const char *bin = getenv ("PPM_BIN_DIR") ? getenv ("PPM_BIN_DIR") : "build/bin";
+    const char *tmp = getenv ("PPM_TEST_TMP") ? getenv ("PPM_TEST_TMP") : "/tmp";
+    char cmd[2048], path[512];
+    snprintf (path, sizeof path, "%s/ppm-config-nokey-%d.err", tmp, getpid ());
+    snprintf (cmd, sizeof cmd,
+              "env -u PPM_MASTER_KEY -u PPM_DEMO PPM_PG_URL=postgresql://127.0.0.1:1/x "
+              "PPM_RPC_BIND=tcp://127.0.0.1:0 timeout 10 %s/ppm-config >/dev/null 2>%s",
+              bin, path);
+    int rc = system (cmd);
+    assert_true (WIFEXITED (rc) && WEXITSTATUS (rc) == 1);
+    char err[4096] = "";
+    FILE *file = fopen (path, "r");
+    assert_non_null (file);
+    size_t n = fread (err, 1, sizeof err - 1, file);
+    err[n] = '\0';
+    fclose (file);
+    assert_non_null (strstr (err, "PPM_MASTER_KEY is required"));
+    /* A malformed key is refused too. */
+    snprintf (cmd, sizeof cmd,
+              "env PPM_MASTER_KEY=abc PPM_PG_URL=postgresql://127.0.0.1:1/x timeout 10 "
+              "%s/ppm-config >/dev/null 2>%s",
+              bin, path);
+    rc = system (cmd);
+    assert_true (WIFEXITED (rc) && WEXITSTATUS (rc) == 1);
+    /* --help works without any environment. */
+    snprintf (cmd, sizeof cmd, "%s/ppm-config --help >/dev/null && %s/ppm-rate --help >/dev/null",
+              bin, bin);
+    rc = system (cmd);
+    assert_true (WIFEXITED (rc) && WEXITSTATUS (rc) == 0);
+}
+
 int
 main (void)
 {
@@ -270,6 +305,7 @@ main (void)
         cmocka_unit_test (test_help_everywhere),
         cmocka_unit_test (test_tenant_settings_rates_quote),
         cmocka_unit_test (test_user_token_and_keys),
+        cmocka_unit_test (test_config_binary_needs_a_master_key),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }
