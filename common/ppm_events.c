@@ -150,6 +150,7 @@ ppm_events_sub_new (const char *endpoints)
     zsock_set_maxmsgsize (self->sub, S_EVENT_MAX_MSG);
     zsock_set_rcvhwm (self->sub, S_EVENT_HWM);
     zsock_set_linger (self->sub, 0);
+    zsock_set_rcvtimeo (self->sub, 0);
     if (zsock_attach (self->sub, endpoints, false) == -1) {
         ppm_log_error ("events: cannot connect to \"%s\"", endpoints);
         ppm_events_sub_destroy (&self);
@@ -230,11 +231,11 @@ s_sub_readable (zloop_t *loop, zsock_t *sock, void *arg)
 {
     (void)loop;
     ppm_events_sub_t *self = (ppm_events_sub_t *)arg;
-    while (zsock_events (sock) & ZMQ_POLLIN) {
-        zmsg_t *msg = zmsg_recv (sock);
-        if (!msg)
-            break;
+    /* RCVTIMEO is 0: zmsg_recv returns NULL once the socket is empty. */
+    zmsg_t *msg = zmsg_recv (sock);
+    while (msg) {
         s_sub_dispatch (self, &msg, self->fn, self->arg);
+        msg = zmsg_recv (sock);
     }
     return 0;
 }
@@ -259,12 +260,11 @@ ppm_events_sub_wait (ppm_events_sub_t *self, int timeout_ms, ppm_event_fn *fn, v
     assert (self);
     int64_t until = zclock_mono () + (timeout_ms > 0 ? timeout_ms : 0);
     while (true) {
-        while (zsock_events (self->sub) & ZMQ_POLLIN) {
-            zmsg_t *msg = zmsg_recv (self->sub);
-            if (!msg)
-                return -1;
+        zmsg_t *msg = zmsg_recv (self->sub);
+        while (msg) {
             if (s_sub_dispatch (self, &msg, fn, arg))
                 return 1;
+            msg = zmsg_recv (self->sub);
         }
         int64_t wait = until - zclock_mono ();
         if (wait <= 0)

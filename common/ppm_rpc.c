@@ -36,6 +36,56 @@
 
 /* ---- shared helpers --------------------------------------------------- */
 
+/* A bump allocator for libprotobuf-c: unpacking an envelope takes one
+   allocation (the buffer's owner) instead of one per field; what does not
+   fit goes to malloc. Freeing inside the buffer is a no-op. */
+#define S_ARENA_SIZE 2048
+/* A call's own arena: small enough that the whole call stays in glibc's
+   per-thread cache (<= 1032 bytes), large enough for a typical request. */
+#define S_CALL_ARENA_SIZE 896
+
+typedef struct {
+    ProtobufCAllocator base; /* handed to libprotobuf-c */
+    uint8_t *buf;            /* the memory */
+    size_t size;             /* its size */
+    size_t used;             /* bytes handed out */
+} s_arena_t;
+
+static void *
+s_arena_alloc (void *data, size_t size)
+{
+    s_arena_t *arena = (s_arena_t *)data;
+    size_t aligned = (size + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
+    if (aligned <= arena->size - arena->used) {
+        void *p = arena->buf + arena->used;
+        arena->used += aligned;
+        return p;
+    }
+    return malloc (size);
+}
+
+static void
+s_arena_free (void *data, void *pointer)
+{
+    s_arena_t *arena = (s_arena_t *)data;
+    uintptr_t p = (uintptr_t)pointer;
+    uintptr_t start = (uintptr_t)arena->buf;
+    if (p >= start && p < start + arena->size)
+        return;
+    free (pointer);
+}
+
+static void
+s_arena_init (s_arena_t *arena, uint8_t *buf, size_t size)
+{
+    arena->base.alloc = s_arena_alloc;
+    arena->base.free = s_arena_free;
+    arena->base.allocator_data = arena;
+    arena->buf = buf;
+    arena->size = size;
+    arena->used = 0;
+}
+
 static int64_t
 s_mono_ms (void)
 {
@@ -72,19 +122,29 @@ s_envelope_frame (const Ppm__V1__Envelope *env)
     return frame;
 }
 
-/* Packs msg (NULL = empty) into a malloc'ed buffer; *size gets its size. */
+/* Packs msg (NULL = empty) into scratch when it fits, else into a
+   malloc'ed buffer; *size gets its size. Release with s_pack_free. */
+#define S_SCRATCH_SIZE 1024
+
 static uint8_t *
-s_pack_message (const ProtobufCMessage *msg, size_t *size)
+s_pack_message (const ProtobufCMessage *msg, size_t *size, uint8_t *scratch)
 {
     *size = 0;
     if (!msg)
         return NULL;
     *size = protobuf_c_message_get_packed_size (msg);
-    uint8_t *buf = malloc (*size ? *size : 1);
+    uint8_t *buf = *size <= S_SCRATCH_SIZE ? scratch : (uint8_t *)malloc (*size);
     assert (buf);
     if (*size)
         protobuf_c_message_pack (msg, buf);
     return buf;
+}
+
+static void
+s_pack_free (uint8_t *buf, const uint8_t *scratch)
+{
+    if (buf != scratch)
+        free (buf);
 }
 
 /* Reads one varint at *pos; false when truncated or longer than 10 bytes. */
@@ -148,22 +208,42 @@ s_scan_request_id (const uint8_t *data, size_t size, uint64_t *id)
     return false;
 }
 
+/* Trace ids must be unique, not secret: a per-thread splitmix64 seeded
+   once from getrandom saves a system call per request. */
+static __thread uint64_t s_trace_state;
+static __thread bool s_trace_seeded;
+
+static uint64_t
+s_trace_next (void)
+{
+    if (!s_trace_seeded) {
+        size_t got = 0;
+        uint8_t *seed = (uint8_t *)&s_trace_state;
+        while (got < sizeof s_trace_state) {
+            ssize_t rc = getrandom (seed + got, sizeof s_trace_state - got, 0);
+            if (rc < 0 && errno == EINTR)
+                continue;
+            assert (rc > 0);
+            got += (size_t)rc;
+        }
+        s_trace_seeded = true;
+    }
+    uint64_t z = (s_trace_state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
 void
 ppm_rpc_new_trace_id (char out[33])
 {
     static const char hex[] = "0123456789abcdef";
-    uint8_t bytes[16];
-    size_t got = 0;
-    while (got < sizeof bytes) {
-        ssize_t rc = getrandom (bytes + got, sizeof bytes - got, 0);
-        if (rc < 0 && errno == EINTR)
-            continue;
-        assert (rc > 0);
-        got += (size_t)rc;
-    }
-    for (size_t i = 0; i < sizeof bytes; i++) {
-        out[2 * i] = hex[bytes[i] >> 4];
-        out[2 * i + 1] = hex[bytes[i] & 15];
+    for (int half = 0; half < 2; half++) {
+        uint64_t bits = s_trace_next ();
+        for (int i = 0; i < 16; i++) {
+            out[half * 16 + i] = hex[bits & 15];
+            bits >>= 4;
+        }
     }
     out[32] = '\0';
 }
@@ -190,7 +270,9 @@ struct _ppm_rpc_call_t {
     ppm_rpc_server_t *server;    /* NULL once the server is destroyed */
     void *handle;                /* our entry in server->calls */
     zframe_t *routing_id;        /* the ROUTER peer to answer */
-    Ppm__V1__Envelope *envelope; /* the unpacked request */
+    Ppm__V1__Envelope *envelope; /* the unpacked request, in arena */
+    s_arena_t arena;             /* where envelope was unpacked */
+    _Alignas(max_align_t) uint8_t arena_buf[S_CALL_ARENA_SIZE]; /* its memory */
 };
 
 static void
@@ -262,28 +344,31 @@ s_server_drop (ppm_rpc_server_t *self, const char *why)
     ppm_log_debug ("rpc: dropped a message: %s", why);
 }
 
-/* Checks one message from the ROUTER and hands it to its handler or
-   rejects it. Takes msg. */
+/* Checks one request (routing id, first body frame, number of body
+   frames) and hands it to its handler or rejects it. Takes the frames. */
 static void
-s_server_dispatch (ppm_rpc_server_t *self, zmsg_t **msg_p)
+s_server_dispatch (ppm_rpc_server_t *self, zframe_t **routing_id_p, zframe_t **body_p,
+                   size_t frames)
 {
-    zmsg_t *msg = *msg_p;
-    zframe_t *routing_id = zmsg_pop (msg);
-    Ppm__V1__Envelope *env = NULL;
+    zframe_t *routing_id = *routing_id_p;
+    zframe_t *body = *body_p;
+    *routing_id_p = NULL;
+    *body_p = NULL;
     self->requests++;
-    if (!routing_id) {
-        s_server_drop (self, "empty message");
-        goto cleanup;
-    }
-    size_t frames = zmsg_size (msg);
-    zframe_t *body = zmsg_first (msg);
-    if (frames == 0) {
+    ppm_rpc_call_t *call = (ppm_rpc_call_t *)malloc (sizeof (ppm_rpc_call_t));
+    assert (call);
+    call->server = self;
+    call->handle = NULL;
+    call->routing_id = NULL;
+    s_arena_init (&call->arena, call->arena_buf, sizeof call->arena_buf);
+    Ppm__V1__Envelope *env = NULL;
+    if (!body) {
         s_server_drop (self, "no body frame");
         goto cleanup;
     }
     const uint8_t *data = zframe_data (body);
     size_t size = zframe_size (body);
-    env = size ? ppm__v1__envelope__unpack (NULL, size, data) : NULL;
+    env = size ? ppm__v1__envelope__unpack (&call->arena.base, size, data) : NULL;
     if (!env || frames != 1) {
         uint64_t id = 0;
         bool found = env ? true : s_scan_request_id (data, size, &id);
@@ -321,23 +406,21 @@ s_server_dispatch (ppm_rpc_server_t *self, zmsg_t **msg_p)
                          "the deadline passed before the request was read");
         goto cleanup;
     }
-    ppm_rpc_call_t *call = (ppm_rpc_call_t *)zmalloc (sizeof (ppm_rpc_call_t));
-    assert (call);
-    call->server = self;
+    zframe_destroy (&body);
     call->routing_id = routing_id;
     call->envelope = env;
     call->handle = zlistx_add_end (self->calls, call);
-    routing_id = NULL;
-    env = NULL;
     ppm_rpc_call_log_context (call);
     method->fn (call, method->arg);
     ppm_log_context (NULL, NULL);
+    return;
 
 cleanup:
     if (env)
-        ppm__v1__envelope__free_unpacked (env, NULL);
+        ppm__v1__envelope__free_unpacked (env, &call->arena.base);
+    free (call);
     zframe_destroy (&routing_id);
-    zmsg_destroy (msg_p);
+    zframe_destroy (&body);
 }
 
 static int
@@ -345,11 +428,26 @@ s_server_readable (zloop_t *loop, zsock_t *sock, void *arg)
 {
     (void)loop;
     ppm_rpc_server_t *self = (ppm_rpc_server_t *)arg;
-    while (zsock_events (sock) & ZMQ_POLLIN) {
-        zmsg_t *msg = zmsg_recv (sock);
-        if (!msg)
-            break;
-        s_server_dispatch (self, &msg);
+    /* RCVTIMEO is 0: zframe_recv returns NULL once the socket is empty.
+       A message's parts arrive together, so none is left half read. */
+    zframe_t *routing_id = zframe_recv (sock);
+    while (routing_id) {
+        zframe_t *body = NULL;
+        size_t frames = 0;
+        bool more = zframe_more (routing_id);
+        while (more) {
+            zframe_t *part = zframe_recv (sock);
+            if (!part)
+                break;
+            frames++;
+            more = zframe_more (part);
+            if (!body)
+                body = part;
+            else
+                zframe_destroy (&part);
+        }
+        s_server_dispatch (self, &routing_id, &body, frames);
+        routing_id = zframe_recv (sock);
     }
     return 0;
 }
@@ -378,6 +476,7 @@ ppm_rpc_server_new (zloop_t *loop, const char *endpoint)
     zsock_set_sndhwm (self->router, S_HWM);
     zsock_set_rcvhwm (self->router, S_HWM);
     zsock_set_linger (self->router, 0);
+    zsock_set_rcvtimeo (self->router, 0);
     if (zsock_bind (self->router, "%s", endpoint) == -1) {
         ppm_log_error ("rpc: cannot bind %s: %s", endpoint, zmq_strerror (zmq_errno ()));
         goto failed;
@@ -552,7 +651,7 @@ s_call_destroy (ppm_rpc_call_t **call_p)
     if (call->server && call->handle)
         zlistx_delete (call->server->calls, call->handle);
     zframe_destroy (&call->routing_id);
-    ppm__v1__envelope__free_unpacked (call->envelope, NULL);
+    ppm__v1__envelope__free_unpacked (call->envelope, &call->arena.base);
     free (call);
     *call_p = NULL;
 }
@@ -566,10 +665,11 @@ s_call_end (ppm_rpc_call_t **call_p, const ppm_status_t *status, const ProtobufC
     int rc = -1;
     if (call->server) {
         size_t size = 0;
-        uint8_t *payload = status ? NULL : s_pack_message (reply, &size);
+        uint8_t scratch[S_SCRATCH_SIZE];
+        uint8_t *payload = status ? NULL : s_pack_message (reply, &size, scratch);
         rc = s_server_send (call->server, &call->routing_id, call->envelope,
                             call->envelope->request_id, status, payload, size);
-        free (payload);
+        s_pack_free (payload, scratch);
     }
     s_call_destroy (call_p);
     return rc;
@@ -769,18 +869,22 @@ s_client_timer (zloop_t *loop, int timer_id, void *arg)
     return 0;
 }
 
-/* Handles one reply message read from the DEALER. Takes msg. */
+/* Handles one reply read from the DEALER (body = its first frame, frames
+   = how many it had). Takes body. */
 static void
-s_client_dispatch (ppm_rpc_client_t *self, zmsg_t **msg_p)
+s_client_dispatch (ppm_rpc_client_t *self, zframe_t **body_p, size_t frames)
 {
-    zmsg_t *msg = *msg_p;
+    zframe_t *body = *body_p;
+    *body_p = NULL;
+    _Alignas(max_align_t) uint8_t arena_buf[S_ARENA_SIZE];
+    s_arena_t arena;
+    s_arena_init (&arena, arena_buf, sizeof arena_buf);
     Ppm__V1__Envelope *env = NULL;
-    zframe_t *body = zmsg_first (msg);
-    if (zmsg_size (msg) != 1 || zframe_size (body) == 0) {
+    if (frames != 1 || zframe_size (body) == 0) {
         self->dropped++;
         goto cleanup;
     }
-    env = ppm__v1__envelope__unpack (NULL, zframe_size (body), zframe_data (body));
+    env = ppm__v1__envelope__unpack (&arena.base, zframe_size (body), zframe_data (body));
     if (!env || env->version != PPM_RPC_VERSION || env->kind != PPM__V1__KIND__KIND_REPLY) {
         self->dropped++;
         goto cleanup;
@@ -798,18 +902,29 @@ s_client_dispatch (ppm_rpc_client_t *self, zmsg_t **msg_p)
 
 cleanup:
     if (env)
-        ppm__v1__envelope__free_unpacked (env, NULL);
-    zmsg_destroy (msg_p);
+        ppm__v1__envelope__free_unpacked (env, &arena.base);
+    zframe_destroy (&body);
 }
 
+/* Reads every reply waiting (RCVTIMEO is 0: zframe_recv returns NULL once
+   the socket is empty; a message's parts arrive together). */
 static void
 s_client_drain (ppm_rpc_client_t *self)
 {
-    while (zsock_events (self->dealer) & ZMQ_POLLIN) {
-        zmsg_t *msg = zmsg_recv (self->dealer);
-        if (!msg)
-            break;
-        s_client_dispatch (self, &msg);
+    zframe_t *body = zframe_recv (self->dealer);
+    while (body) {
+        size_t frames = 1;
+        bool more = zframe_more (body);
+        while (more) {
+            zframe_t *part = zframe_recv (self->dealer);
+            if (!part)
+                break;
+            frames++;
+            more = zframe_more (part);
+            zframe_destroy (&part);
+        }
+        s_client_dispatch (self, &body, frames);
+        body = zframe_recv (self->dealer);
     }
 }
 
@@ -843,6 +958,7 @@ ppm_rpc_client_new (const char *endpoints)
     zsock_set_sndhwm (self->dealer, S_HWM);
     zsock_set_rcvhwm (self->dealer, S_HWM);
     zsock_set_sndtimeo (self->dealer, 0);
+    zsock_set_rcvtimeo (self->dealer, 0);
     zsock_set_linger (self->dealer, 0);
     if (zsock_attach (self->dealer, endpoints, false) == -1) {
         ppm_log_error ("rpc: cannot connect to \"%s\"", endpoints);
@@ -971,7 +1087,8 @@ s_client_send (ppm_rpc_client_t *self, const ppm_rpc_req_t *req, const ProtobufC
         trace_id = fresh_trace;
     }
     size_t size = 0;
-    uint8_t *payload = s_pack_message (msg, &size);
+    uint8_t scratch[S_SCRATCH_SIZE];
+    uint8_t *payload = s_pack_message (msg, &size, scratch);
     Ppm__V1__Envelope env = PPM__V1__ENVELOPE__INIT;
     env.version = PPM_RPC_VERSION;
     env.kind = PPM__V1__KIND__KIND_REQUEST;
@@ -983,7 +1100,7 @@ s_client_send (ppm_rpc_client_t *self, const ppm_rpc_req_t *req, const ProtobufC
     env.payload.data = payload;
     env.payload.len = size;
     zframe_t *frame = s_envelope_frame (&env);
-    free (payload);
+    s_pack_free (payload, scratch);
 
     zframe_t *copy = req->idempotent ? zframe_dup (frame) : NULL;
     int rc = zframe_send (&frame, self->dealer, ZFRAME_DONTWAIT);
