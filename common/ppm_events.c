@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ppm_curve.h"
 #include "ppm_log.h"
 #include "ppm_rpc.h"
 #include "proto/envelope.pb-c.h"
@@ -53,6 +54,11 @@ ppm_events_pub_new (const char *endpoint)
     assert (self->pub);
     zsock_set_sndhwm (self->pub, S_EVENT_HWM);
     zsock_set_linger (self->pub, 0);
+    if (ppm_curve_server (self->pub, NULL) == -1) {
+        ppm_log_error ("events: cannot make %s a CURVE server", endpoint);
+        ppm_events_pub_destroy (&self);
+        return NULL;
+    }
     if (zsock_bind (self->pub, "%s", endpoint) == -1) {
         ppm_log_error ("events: cannot bind %s: %s", endpoint, zmq_strerror (zmq_errno ()));
         ppm_events_pub_destroy (&self);
@@ -151,7 +157,7 @@ ppm_events_sub_new (const char *endpoints)
     zsock_set_rcvhwm (self->sub, S_EVENT_HWM);
     zsock_set_linger (self->sub, 0);
     zsock_set_rcvtimeo (self->sub, 0);
-    if (zsock_attach (self->sub, endpoints, false) == -1) {
+    if (ppm_curve_client (self->sub) == -1 || zsock_attach (self->sub, endpoints, false) == -1) {
         ppm_log_error ("events: cannot connect to \"%s\"", endpoints);
         ppm_events_sub_destroy (&self);
         return NULL;

@@ -23,6 +23,7 @@
 #include <sys/random.h>
 
 #include "ppm_clock.h"
+#include "ppm_curve.h"
 #include "ppm_log.h"
 
 #define S_MAX_MSG_DEFAULT  (1024 * 1024)
@@ -256,14 +257,15 @@ typedef struct {
 } s_method_t;
 
 struct _ppm_rpc_server_t {
-    zloop_t *loop;     /* the service's loop (not ours) */
-    zsock_t *router;   /* bound ROUTER */
-    char *endpoint;    /* the endpoint actually bound */
-    int port;          /* its TCP port, 0 for other transports */
-    zhashx_t *methods; /* method name -> s_method_t */
-    zlistx_t *calls;   /* calls handed to handlers and not yet ended */
-    uint64_t requests; /* messages read */
-    uint64_t rejected; /* messages answered or dropped without a handler */
+    zloop_t *loop;         /* the service's loop (not ours) */
+    zsock_t *router;       /* bound ROUTER */
+    zactor_t *curve_watch; /* counts refused CURVE handshakes, or NULL */
+    char *endpoint;        /* the endpoint actually bound */
+    int port;              /* its TCP port, 0 for other transports */
+    zhashx_t *methods;     /* method name -> s_method_t */
+    zlistx_t *calls;       /* calls handed to handlers and not yet ended */
+    uint64_t requests;     /* messages read */
+    uint64_t rejected;     /* messages answered or dropped without a handler */
 };
 
 struct _ppm_rpc_call_t {
@@ -452,6 +454,14 @@ s_server_readable (zloop_t *loop, zsock_t *sock, void *arg)
     return 0;
 }
 
+static int
+s_curve_watch_readable (zloop_t *loop, zsock_t *sock, void *arg)
+{
+    (void)loop;
+    (void)sock;
+    return ppm_curve_watch_handle ((zactor_t *)arg);
+}
+
 static void
 s_sys_ping (ppm_rpc_call_t *call, void *arg)
 {
@@ -477,6 +487,14 @@ ppm_rpc_server_new (zloop_t *loop, const char *endpoint)
     zsock_set_rcvhwm (self->router, S_HWM);
     zsock_set_linger (self->router, 0);
     zsock_set_rcvtimeo (self->router, 0);
+    /* CURVE (when PPM_CURVE is on) must be set before the bind. */
+    if (ppm_curve_server (self->router, &self->curve_watch) == -1) {
+        ppm_log_error ("rpc: cannot make %s a CURVE server", endpoint);
+        goto failed;
+    }
+    if (self->curve_watch && zloop_reader (loop, zactor_sock (self->curve_watch),
+                                           s_curve_watch_readable, self->curve_watch) == -1)
+        goto failed;
     if (zsock_bind (self->router, "%s", endpoint) == -1) {
         ppm_log_error ("rpc: cannot bind %s: %s", endpoint, zmq_strerror (zmq_errno ()));
         goto failed;
@@ -523,6 +541,11 @@ ppm_rpc_server_destroy (ppm_rpc_server_t **self_p)
     }
     if (self->loop && self->router)
         zloop_reader_end (self->loop, self->router);
+    if (self->curve_watch) {
+        /* The monitor goes before the socket it watches. */
+        zloop_reader_end (self->loop, zactor_sock (self->curve_watch));
+        zactor_destroy (&self->curve_watch);
+    }
     zsock_destroy (&self->router);
     zhashx_destroy (&self->methods);
     zstr_free (&self->endpoint);
@@ -960,7 +983,8 @@ ppm_rpc_client_new (const char *endpoints)
     zsock_set_sndtimeo (self->dealer, 0);
     zsock_set_rcvtimeo (self->dealer, 0);
     zsock_set_linger (self->dealer, 0);
-    if (zsock_attach (self->dealer, endpoints, false) == -1) {
+    if (ppm_curve_client (self->dealer) == -1 ||
+        zsock_attach (self->dealer, endpoints, false) == -1) {
         ppm_log_error ("rpc: cannot connect to \"%s\"", endpoints);
         ppm_rpc_client_destroy (&self);
         return NULL;

@@ -35,12 +35,17 @@
     tools, tests and start-up code.
 
     Re-sends: an idempotent request is sent again, byte for byte (same
-    request id), 50 ms after the first send, then after 100, 200, 400 ms
-    and every second, as long as the re-send is before the deadline
+    request id), 50 ms after the first send, then after 100, 200, 400,
+    800 ms and every second, as long as the re-send is before the deadline
     (ppm_rpc_client_set_backoff changes the numbers). DEALER sends each
     re-send to the next connected endpoint, so a dead server is skipped.
     The first reply wins; later ones, and replies to expired calls, are
     dropped silently (counted in ppm_rpc_client_dropped).
+
+    CURVE: when PPM_CURVE is on (ppm_curve_init ran), the server's ROUTER is
+    made a CURVE server before it binds (refused handshakes are counted from
+    the same loop) and the client's DEALER a CURVE client before it
+    connects; ppm_events does the same for PUB and SUB.
 
     Threads: a server, a client and their calls belong to the thread of the
     loop they are registered with; nothing here is shared across threads.

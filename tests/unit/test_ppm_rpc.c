@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "ppm_clock.h"
+#include "ppm_curve.h"
 #include "ppm_events.h"
 #include "ppm_log.h"
 #include "ppm_rpc.h"
@@ -886,6 +887,91 @@ test_events_by_prefix (void **state)
     zloop_destroy (&loop);
 }
 
+/* ---- CURVE ------------------------------------------------------------ */
+
+static void
+s_curve_env (const char *server_secret, const char *client_secret, const char *accepted)
+{
+    setenv ("PPM_CURVE", "on", 1);
+    setenv ("PPM_CURVE_SERVER_SECRET_KEY", server_secret, 1);
+    setenv ("PPM_CURVE_SECRET_KEY", client_secret, 1);
+    setenv ("PPM_CURVE_CLIENT_KEYS", accepted, 1);
+    const char *error = NULL;
+    assert_int_equal (ppm_curve_init (&error), 0);
+    assert_true (ppm_curve_enabled ());
+}
+
+static void
+s_curve_off (void)
+{
+    ppm_curve_shutdown ();
+    unsetenv ("PPM_CURVE");
+    unsetenv ("PPM_CURVE_SERVER_SECRET_KEY");
+    unsetenv ("PPM_CURVE_SECRET_KEY");
+    unsetenv ("PPM_CURVE_CLIENT_KEYS");
+    const char *error = NULL;
+    assert_int_equal (ppm_curve_init (&error), 0);
+    assert_false (ppm_curve_enabled ());
+}
+
+static void
+test_curve (void **state)
+{
+    (void)state;
+    char server_public[41], server_secret[41];
+    char client_public[41], client_secret[41];
+    char other_public[41], other_secret[41];
+    assert_int_equal (ppm_curve_keypair (server_public, server_secret), 0);
+    assert_int_equal (ppm_curve_keypair (client_public, client_secret), 0);
+    assert_int_equal (ppm_curve_keypair (other_public, other_secret), 0);
+
+    /* An accepted client key: RPC and events work, encrypted. */
+    s_curve_env (server_secret, client_secret, client_public);
+    char *endpoint;
+    zactor_t *server = s_server_start (&endpoint);
+    ppm_rpc_client_t *client = ppm_rpc_client_new (endpoint);
+    char *text = NULL;
+    ppm_status_t *status = s_echo_sync (client, "secret", 0, 3000, &text);
+    assert_null (status);
+    assert_string_equal (text, "secret");
+    free (text);
+    ppm_rpc_client_destroy (&client);
+
+    ppm_events_pub_t *pub = ppm_events_pub_new ("tcp://127.0.0.1:*");
+    ppm_events_sub_t *sub = ppm_events_sub_new (ppm_events_pub_endpoint (pub));
+    ppm_events_subscribe (sub, "");
+    s_seen_t seen = {0};
+    int64_t until = zclock_mono () + 3000;
+    while (seen.count == 0 && zclock_mono () < until) {
+        s_publish (pub, "session.active", "t_1", "over curve");
+        ppm_events_sub_wait (sub, 20, s_seen, &seen);
+    }
+    assert_string_equal (seen.data, "over curve");
+    ppm_events_sub_destroy (&sub);
+    ppm_events_pub_destroy (&pub);
+    zactor_destroy (&server);
+    zstr_free (&endpoint);
+
+    /* A client key the server does not accept: no answer, and the refusal
+       is counted by the server's loop. */
+    s_curve_env (server_secret, other_secret, client_public);
+    server = s_server_start (&endpoint);
+    uint64_t before = ppm_curve_auth_failures ();
+    client = ppm_rpc_client_new (endpoint);
+    status = s_echo_sync (client, "refused", 0, 500, NULL);
+    assert_non_null (status);
+    assert_int_equal (ppm_status_code (status), PPM_DEADLINE_EXCEEDED);
+    ppm_status_destroy (&status);
+    until = zclock_mono () + 2000;
+    while (ppm_curve_auth_failures () == before && zclock_mono () < until)
+        zclock_sleep (10);
+    assert_true (ppm_curve_auth_failures () > before);
+    ppm_rpc_client_destroy (&client);
+    zactor_destroy (&server);
+    zstr_free (&endpoint);
+    s_curve_off ();
+}
+
 int
 main (void)
 {
@@ -904,6 +990,7 @@ main (void)
         cmocka_unit_test (test_several_endpoints),
         cmocka_unit_test (test_api_edges),
         cmocka_unit_test (test_events_by_prefix),
+        cmocka_unit_test (test_curve),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
