@@ -161,6 +161,7 @@ test: deps
 	$(MAKE) lint
 	$(MAKE) tests SANITIZER=address,undefined
 	bash tests/harness/run-tests.sh build build/san
+	bash tests/harness/replay-fuzz.sh build/san
 
 # One build's tests only, for a quick loop: `make test-only`.
 test-only: deps tests
@@ -175,6 +176,22 @@ run: deps build
 # The README's pictures of the web pages, taken in headless Chromium.
 screenshots: deps build
 	PPM_BIN_DIR=$(CURDIR)/$(BUILD)/bin bash tests/browser/run.sh --screenshots
+
+# `make fuzz [FUZZ_SECONDS=60]`: every tests/fuzz/fuzz_<name>.c, linked with
+# libFuzzer and the project's libraries built by clang with coverage into
+# build/fuzz/lib, runs FUZZ_SECONDS on tests/fuzz/corpus/fuzz_<name>/ (new
+# inputs go to build/fuzz/corpus/, crashes to tests/fuzz/findings/).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	$(MAKE) CC=clang SANITIZER=fuzzer-no-link,address,undefined BUILD=build/fuzz/lib \
+	    build/fuzz/lib/libppm.a $(patsubst $(BUILD)/%,build/fuzz/lib/%,$(SVC_LIBS))
+	@set -e; for src in $(wildcard tests/fuzz/fuzz_*.c); do n=$$(basename $$src .c); \
+	    mkdir -p build/fuzz/corpus/$$n tests/fuzz/findings/$$n; \
+	    clang -std=c17 -g -O1 -D_GNU_SOURCE -pthread -fsanitize=fuzzer,address,undefined \
+	        $(filter-out -MMD -MP,$(CPPFLAGS)) -o build/fuzz/$$n $$src \
+	        $$(ls build/fuzz/lib/libppm_*.a 2>/dev/null) build/fuzz/lib/libppm.a $(LDLIBS); \
+	    build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=tests/fuzz/findings/$$n/ \
+	        build/fuzz/corpus/$$n tests/fuzz/corpus/$$n; done
 
 clean:
 	rm -rf build
