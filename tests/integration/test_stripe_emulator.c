@@ -31,6 +31,12 @@
 
 static ppm_test_emulator_t *s_emu;
 
+#if defined(__SANITIZE_ADDRESS__)
+#define S_LATENCY_BUDGET_MS 3000
+#else
+#define S_LATENCY_BUDGET_MS 1000
+#endif
+
 /* --- HTTP helpers ------------------------------------------------------------- */
 
 typedef struct {
@@ -1082,8 +1088,9 @@ s_rx_wait (const char *type, size_t n)
     pthread_mutex_lock (&s_rx.lock);
     copy = json_deep_copy (s_rx.received);
     pthread_mutex_unlock (&s_rx.lock);
-    fprintf (stderr, "timed out waiting for %zu × %s; got %s\n", n, type ? type : "any",
-             json_dumps (copy, JSON_COMPACT));
+    char *dump = json_dumps (copy, JSON_COMPACT);
+    fprintf (stderr, "timed out waiting for %zu × %s; got %s\n", n, type ? type : "any", dump);
+    free (dump);
     return copy;
 }
 
@@ -1180,6 +1187,11 @@ test_webhooks_signed (void **state)
     resp = s_call ("POST", path, KEY_A, NULL, NULL);
     assert_int_equal (resp.status, 200);
     s_free (&resp);
+    /* deliveries run concurrently: wait for each kind, not for the last sent */
+    json_decref (s_rx_wait ("charge.refunded", 2));
+    json_decref (s_rx_wait ("charge.dispute.created", 1));
+    json_decref (s_rx_wait ("payment_intent.payment_failed", 1));
+    json_decref (s_rx_wait ("payment_intent.amount_capturable_updated", 1));
     received = s_rx_wait ("payment_intent.canceled", 1);
     assert_int_equal (s_count_type (received, "charge.refunded"), 2); /* refund + release */
     assert_int_equal (s_count_type (received, "charge.dispute.created"), 1);
@@ -1202,6 +1214,7 @@ test_webhooks_retry_duplicate_reorder (void **state)
     /* two failures, then success: recorded with three attempts, new t each */
     s_rx_clear (2);
     char *pi = s_paid_intent (KEY_A, 1000, "automatic");
+    json_decref (s_rx_wait ("payment_intent.created", 1));
     json_t *received = s_rx_wait ("payment_intent.succeeded", 1);
     json_decref (received);
     json_t *events = s_ctl ("GET", "/_emulator/events", NULL, 200);
@@ -1355,7 +1368,10 @@ test_concurrent_latency (void **state)
     fprintf (stderr, "500 concurrent requests with 200 ms latency: %.0f ms, %d ok\n", ms, ok);
     assert_int_equal (ok, N);
     assert_true (ms >= 200);
-    assert_true (ms < 1000);
+    /* Served one after another they would take 100 s; overlapped, ~0.3 s.
+       The promise (< 1 s) is held by the plain build; a sanitizer build on
+       a loaded 2-core machine gets room, still proving the overlap. */
+    assert_true (ms < S_LATENCY_BUDGET_MS);
     json_decref (s_ctl ("DELETE", "/_emulator/faults", NULL, 200));
 }
 
