@@ -215,8 +215,13 @@ s_echo_sync (ppm_rpc_client_t *client, const char *text, int sleep_ms, int timeo
     if (reply_text)
         *reply_text = NULL;
     if (reply) {
-        if (reply_text)
-            *reply_text = strndup ((const char *)reply->data.data, reply->data.len);
+        if (reply_text) {
+            /* not strndup: ASan's strict_string_checks reads one byte past
+               a buffer that holds no NUL */
+            *reply_text = malloc (reply->data.len + 1);
+            memcpy (*reply_text, reply->data.data, reply->data.len);
+            (*reply_text)[reply->data.len] = '\0';
+        }
         protobuf_c_message_free_unpacked (&reply->base, NULL);
     }
     return status;
