@@ -4,7 +4,6 @@
 */
 #include "metering_store.h"
 
-#include <assert.h>
 #include <hiredis.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -297,9 +296,11 @@ static void
 s_append_op (metering_store_t *self, const char *sha, const char *key, const char *op,
              const char *now, const char *tenant, int argc, const char **argv)
 {
-    const char *args[80];
+    const char *stack[32];
+    const char **args = argc + 7 <= 32 ? stack : malloc ((size_t)(argc + 7) * sizeof *args);
+    if (!args)
+        return;
     int n = 0;
-    assert (argc <= 72);
     args[n++] = "EVALSHA";
     args[n++] = sha;
     args[n++] = "1";
@@ -310,6 +311,8 @@ s_append_op (metering_store_t *self, const char *sha, const char *key, const cha
     for (int i = 0; i < argc; i++)
         args[n++] = argv[i];
     redisAppendCommandArgv (self->ctx, n, args, NULL);
+    if (args != stack)
+        free (args);
 }
 
 int
@@ -342,7 +345,7 @@ metering_store_op (metering_store_t *self, const char *sid, const char *op, int6
 
 int
 metering_store_op_many (metering_store_t *self, size_t n, const char *const *sids, const char *op,
-                        int64_t now_ms, metering_result_t *outs)
+                        int64_t now_ms, const char *const *args1, metering_result_t *outs)
 {
     if (n == 0)
         return 0;
@@ -357,7 +360,8 @@ metering_store_op_many (metering_store_t *self, size_t n, const char *const *sid
     for (size_t i = 0; i < n; i++) {
         char key[64];
         s_key (key, sizeof key, sids[i]);
-        s_append_op (self, self->sha_session, key, op, now, "", 0, NULL);
+        s_append_op (self, self->sha_session, key, op, now, "", args1 ? 1 : 0,
+                     args1 ? (const char **)&args1[i] : NULL);
     }
     if (s_read (self, n, replies)) {
         free (replies);
@@ -368,7 +372,8 @@ metering_store_op_many (metering_store_t *self, size_t n, const char *const *sid
             /* Script cache flushed under us: redo this one alone. */
             freeReplyObject (replies[i]);
             replies[i] = NULL;
-            if (metering_store_op (self, sids[i], op, now_ms, "", 0, NULL, &outs[i]))
+            if (metering_store_op (self, sids[i], op, now_ms, "", args1 ? 1 : 0,
+                                   args1 ? (const char **)&args1[i] : NULL, &outs[i]))
                 rc = -1;
             continue;
         }

@@ -66,10 +66,13 @@ bool metering_store_up (metering_store_t *self);
    still be a refusal), -1 when Redis is unreachable or answered garbage. */
 int metering_store_op (metering_store_t *self, const char *sid, const char *op, int64_t now_ms,
                        const char *tenant, int argc, const char **argv, metering_result_t *out);
-/* The same op (no extra arguments) on n sessions, pipelined. outs[i] gets
-   each result; returns 0, or -1 when the pipeline broke (outs undefined). */
+/* The same op on n sessions, pipelined, with no tenant check; args1 (may
+   be NULL) gives each session one extra argument. outs[i] gets each
+   result (outs[i].code -1 when unparsable); returns 0, or -1 when the
+   pipeline broke (outs undefined). */
 int metering_store_op_many (metering_store_t *self, size_t n, const char *const *sids,
-                            const char *op, int64_t now_ms, metering_result_t *outs);
+                            const char *op, int64_t now_ms, const char *const *args1,
+                            metering_result_t *outs);
 /* Reads one session without changing it: 1 found, 0 missing, -1 error. */
 int metering_store_get (metering_store_t *self, const char *sid, metering_snap_t *snap);
 

@@ -1,0 +1,1120 @@
+/*  metering_server: see metering_server.h. The shape of every change:
+
+      1. (RPCs that may bring a deadline earlier) pre-arm: ZADD LT now in
+         the session's bucket, so a crash after step 2 still gets the
+         session looked at by the next tick;
+      2. the Lua script changes the session atomically and answers with
+         the events it produced (each with its own seq) and the session's
+         next deadline;
+      3. the events are published; the snapshot is written to PostgreSQL
+         when the script says PostgreSQL is behind (j < q), then marked
+         journaled; a session over for good is finalized (settlement row);
+      4. the bucket entry is set to the next deadline (ZADD LT from RPCs,
+         compare-and-set from the tick, so a stale tick never pushes a
+         deadline later than the truth).
+
+    Invariant: every unfinished session has a bucket entry at or before its
+    true next deadline. A tick only ever runs the script on due entries and
+    only the script changes state, so two replicas racing on a bucket (a
+    lease lost mid-tick) cannot repeat a transition: the second run finds
+    nothing due and emits nothing.
+*/
+#include "metering_server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "metering_db.h"
+#include "metering_model.h"
+#include "metering_store.h"
+#include "ppm_clock.h"
+#include "ppm_events.h"
+#include "ppm_log.h"
+#include "ppm_pg.h"
+#include "ppm_rpc.h"
+#include "proto/payment.pb-c.h"
+
+#define S_BUCKETS_MAX 1024
+#define S_CHUNK       512
+#define S_SETTLE_MAX  64
+#define S_RETRY_MS    1000 /* ppm ms before a failed journal/finalize is retried */
+
+typedef struct {
+    char sid[METERING_SID_LEN + 1]; /* session */
+    uint32_t bucket;                /* its bucket */
+    int64_t score;                  /* the entry's score when read */
+} s_due_t;
+
+typedef struct {
+    metering_config_t cfg;      /* copied configuration (strings owned below) */
+    char *strings[6];           /* owned copies of the config strings */
+    char replica[64];           /* this replica's id in leases */
+    zsock_t *pipe;              /* the actor's pipe */
+    zloop_t *loop;              /* everything runs here */
+    ppm_rpc_server_t *rpc;      /* metering.* */
+    ppm_events_pub_t *pub;      /* session.* events */
+    ppm_rpc_client_t *payment;  /* payment.Settle (NULL when not configured) */
+    metering_store_t *store;    /* Redis */
+    ppm_pg_t *pg;               /* PostgreSQL */
+    bool ok;                    /* start-up succeeded */
+    bool owned[S_BUCKETS_MAX];  /* buckets whose lease this replica holds */
+    size_t owned_count;         /* how many */
+    s_due_t *due;               /* the tick's due entries */
+    size_t due_count;           /* used */
+    size_t due_size;            /* allocated */
+    metering_result_t *results; /* S_CHUNK results of tick scripts */
+    metering_result_t *marks;   /* S_CHUNK results of journal marks */
+    size_t settles_in_flight;   /* payment.Settle calls awaiting a reply */
+    int64_t last_tick_real;     /* real ms of the last tick's start */
+} self_t;
+
+/* ---- events ------------------------------------------------------------ */
+
+static void
+s_publish (self_t *self, const metering_snap_t *snap, const metering_event_t *ev)
+{
+    Ppm__V1__SessionEvent msg = PPM__V1__SESSION_EVENT__INIT;
+    msg.session_id = (char *)snap->session_id;
+    msg.tenant_id = (char *)snap->tenant;
+    msg.seq = ev->seq;
+    msg.event = (char *)ev->name;
+    msg.state = (Ppm__V1__SessionState)ev->state;
+    msg.payer = (char *)snap->payer;
+    msg.payee = (char *)snap->payee;
+    msg.kind = (char *)metering_kind_name (snap->kind);
+    msg.funded_ms = snap->funded_ms;
+    msg.used_ms = ev->used_ms;
+    msg.remaining_ms = ev->remaining_ms;
+    if (ev->state == PPM__V1__SESSION_STATE__SESSION_ACTIVE && (snap->flags & METERING_F_PAID))
+        msg.expires_at_ms = ev->at_ms + ev->remaining_ms;
+    msg.at_ms = ev->at_ms;
+    msg.warning_mark_s = ev->mark_s;
+    msg.added_ms = ev->added_ms;
+    msg.reason = (char *)ev->reason;
+    if (ppm_events_publish (self->pub, ev->name, snap->tenant, &msg.base))
+        ppm_log_warn ("metering: could not publish %s", ev->name);
+}
+
+static void
+s_publish_all (self_t *self, const metering_result_t *res)
+{
+    for (size_t i = 0; i < res->nevents; i++)
+        s_publish (self, &res->snap, &res->events[i]);
+}
+
+/* ---- durability ------------------------------------------------------ */
+
+/* Writes the snapshot when PostgreSQL is behind and marks it journaled.
+   Returns 0 when PostgreSQL is up to date. */
+static int
+s_journal (self_t *self, metering_result_t *res, int64_t now)
+{
+    if (!(res->flags & METERING_R_JOURNAL))
+        return 0;
+    const metering_snap_t *one[] = {&res->snap};
+    if (metering_db_save (self->pg, 1, one, now))
+        return -1;
+    char seq[24];
+    snprintf (seq, sizeof seq, "%llu", (unsigned long long)res->snap.seq);
+    const char *argv[] = {seq};
+    metering_result_t mark;
+    if (metering_store_op (self->store, res->snap.session_id, "jmark", now, "", 1, argv, &mark))
+        return -1;
+    res->flags &= ~METERING_R_JOURNAL;
+    return 0;
+}
+
+/* Records the settlement of a session over for good, then marks it
+   finalized in Redis (the key then expires after the retention). */
+static int
+s_finalize (self_t *self, metering_result_t *res, int64_t now)
+{
+    if (!(res->flags & METERING_R_FINALIZE))
+        return 0;
+    if (metering_db_finalize (self->pg, &res->snap, now, ppm_clock_real_ms ()))
+        return -1;
+    char ret[24];
+    snprintf (ret, sizeof ret, "%lld", (long long)self->cfg.retention_ms);
+    const char *argv[] = {ret};
+    metering_result_t fin;
+    if (metering_store_op (self->store, res->snap.session_id, "fin", now, "", 1, argv, &fin))
+        return -1;
+    res->flags &= ~METERING_R_FINALIZE;
+    res->next_ms = -1;
+    return 0;
+}
+
+/* Everything after a script run from an RPC: publish, journal, finalize,
+   arm the next deadline. */
+static void
+s_after (self_t *self, metering_result_t *res, int64_t now)
+{
+    s_publish_all (self, res);
+    int64_t next = res->next_ms;
+    if (s_journal (self, res, now) || s_finalize (self, res, now))
+        next = now + S_RETRY_MS; /* the tick retries */
+    if (next >= 0) {
+        uint32_t b = metering_bucket_of (res->snap.session_id, (uint32_t)self->cfg.buckets);
+        metering_store_arm (self->store, b, res->snap.session_id, next);
+    }
+}
+
+static void
+s_prearm (self_t *self, const char *sid, int64_t now)
+{
+    uint32_t b = metering_bucket_of (sid, (uint32_t)self->cfg.buckets);
+    metering_store_arm (self->store, b, sid, now);
+}
+
+/* ---- the tick -------------------------------------------------------- */
+
+static void
+s_collect (uint32_t bucket, const char *sid, int64_t score, void *arg)
+{
+    self_t *self = arg;
+    if (strlen (sid) > METERING_SID_LEN)
+        return;
+    if (self->due_count == self->due_size) {
+        size_t size = self->due_size ? self->due_size * 2 : 1024;
+        s_due_t *more = realloc (self->due, size * sizeof *more);
+        if (!more)
+            return;
+        self->due = more;
+        self->due_size = size;
+    }
+    s_due_t *d = &self->due[self->due_count++];
+    snprintf (d->sid, sizeof d->sid, "%s", sid);
+    d->bucket = bucket;
+    d->score = score;
+}
+
+static int
+s_by_bucket (const void *a, const void *b)
+{
+    const s_due_t *x = a;
+    const s_due_t *y = b;
+    return (x->bucket > y->bucket) - (x->bucket < y->bucket);
+}
+
+/* Runs one chunk of due sessions: scripts pipelined, snapshots of those
+   PostgreSQL lacks written in one statement, finalizations, then the
+   bucket entries compare-and-set per bucket. */
+static void
+s_tick_chunk (self_t *self, s_due_t *due, size_t n, int64_t now)
+{
+    const char *sids[S_CHUNK];
+    for (size_t i = 0; i < n; i++)
+        sids[i] = due[i].sid;
+    metering_result_t *res = self->results;
+    if (metering_store_op_many (self->store, n, sids, "tick", now, NULL, res))
+        return;
+    const metering_snap_t *journal[S_CHUNK];
+    const char *seqs[S_CHUNK];
+    const char *jsids[S_CHUNK];
+    char seqbuf[S_CHUNK][24];
+    size_t nj = 0;
+    int64_t next[S_CHUNK];
+    for (size_t i = 0; i < n; i++) {
+        next[i] = due[i].score; /* unparsable: leave the entry as it is */
+        if (res[i].code != 0)
+            continue;
+        if (res[i].flags & METERING_R_GONE) {
+            next[i] = -1;
+            continue;
+        }
+        s_publish_all (self, &res[i]);
+        next[i] = res[i].next_ms;
+        if (res[i].flags & METERING_R_JOURNAL) {
+            journal[nj] = &res[i].snap;
+            snprintf (seqbuf[nj], 24, "%llu", (unsigned long long)res[i].snap.seq);
+            seqs[nj] = seqbuf[nj];
+            jsids[nj] = res[i].snap.session_id;
+            nj++;
+        }
+    }
+    if (nj > 0) {
+        if (metering_db_save (self->pg, nj, journal, now) == 0)
+            metering_store_op_many (self->store, nj, jsids, "jmark", now, seqs, self->marks);
+        else
+            for (size_t i = 0; i < n; i++)
+                if (res[i].code == 0 && (res[i].flags & METERING_R_JOURNAL) && next[i] >= 0)
+                    next[i] = next[i] < now + S_RETRY_MS ? next[i] : now + S_RETRY_MS;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (res[i].code == 0 && (res[i].flags & METERING_R_FINALIZE)) {
+            if (s_finalize (self, &res[i], now) == 0)
+                next[i] = -1;
+            else
+                next[i] = now + S_RETRY_MS;
+        }
+    /* Compare-and-set per bucket (due is sorted by bucket). */
+    size_t start = 0;
+    while (start < n) {
+        size_t end = start;
+        while (end < n && due[end].bucket == due[start].bucket)
+            end++;
+        int64_t olds[S_CHUNK];
+        for (size_t i = start; i < end; i++)
+            olds[i - start] = due[i].score;
+        metering_store_rearm (self->store, due[start].bucket, end - start, sids + start, olds,
+                              next + start);
+        start = end;
+    }
+}
+
+static int
+s_tick (zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    self_t *self = arg;
+    if (!self->ok || self->owned_count == 0)
+        return 0;
+    int64_t now = ppm_clock_now_ms ();
+    uint32_t buckets[S_BUCKETS_MAX];
+    size_t nb = 0;
+    for (uint32_t b = 0; b < (uint32_t)self->cfg.buckets; b++)
+        if (self->owned[b])
+            buckets[nb++] = b;
+    self->due_count = 0;
+    if (metering_store_due (self->store, buckets, nb, now, (size_t)self->cfg.batch, s_collect,
+                            self) <= 0)
+        return 0;
+    qsort (self->due, self->due_count, sizeof *self->due, s_by_bucket);
+    for (size_t i = 0; i < self->due_count; i += S_CHUNK) {
+        size_t n = self->due_count - i < S_CHUNK ? self->due_count - i : S_CHUNK;
+        s_tick_chunk (self, self->due + i, n, now);
+    }
+    return 0;
+}
+
+/* ---- rebuild from PostgreSQL ---------------------------------------- */
+
+typedef struct {
+    self_t *self;
+    int64_t now;
+    int64_t rebuilt;
+    int64_t present;
+    char cursor[METERING_SID_LEN + 1];
+    char (*pay)[96]; /* p:<payment_id> fields */
+    char (*payv)[24];
+    size_t npay;
+} s_rebuild_t;
+
+static void
+s_rebuild_payment (const char *payment_id, int64_t added_ms, void *arg)
+{
+    s_rebuild_t *rb = arg;
+    if (rb->npay >= 24)
+        return;
+    snprintf (rb->pay[rb->npay], 96, "p:%s", payment_id);
+    snprintf (rb->payv[rb->npay], 24, "%lld", (long long)added_ms);
+    rb->npay++;
+}
+
+static void
+s_rebuild_row (const metering_snap_t *snap, void *arg)
+{
+    s_rebuild_t *rb = arg;
+    self_t *self = rb->self;
+    snprintf (rb->cursor, sizeof rb->cursor, "%s", snap->session_id);
+    char pay[24][96];
+    char payv[24][24];
+    rb->pay = pay;
+    rb->payv = payv;
+    rb->npay = 0;
+    metering_db_payments (self->pg, snap->session_id, s_rebuild_payment, rb);
+    const char *argv[100];
+    int argc = 0;
+    int ni = 0;
+    char numbuf[24][24];
+#define RB_S(f, v) (argv[argc++] = (f), argv[argc++] = (v))
+#define RB_I(f, v)                                                                                 \
+    (snprintf (numbuf[ni], 24, "%lld", (long long)(v)), argv[argc++] = (f),                        \
+     argv[argc++] = numbuf[ni++])
+    RB_S ("t", snap->tenant);
+    RB_S ("a", snap->payer);
+    RB_S ("b", snap->payee);
+    RB_I ("k", snap->kind);
+    RB_I ("s", snap->state);
+    RB_I ("q", (int64_t)snap->seq);
+    RB_I ("j", (int64_t)snap->seq);
+    RB_I ("o", snap->flags);
+    RB_I ("r", snap->rate);
+    RB_S ("c", snap->currency);
+    RB_S ("w", snap->marks_text);
+    RB_I ("g", snap->grace_s);
+    RB_I ("x", snap->ttl_s);
+    RB_I ("m", snap->max_min);
+    RB_I ("f", snap->funded_ms);
+    RB_I ("T", snap->trial_ms);
+    RB_I ("M", snap->paid_amount);
+    RB_I ("u", snap->used_ms);
+    RB_I ("v", snap->anchor_ms);
+    /* The parties get a full grace from now: the outage was not theirs. */
+    RB_I ("h", snap->heartbeat_ms > rb->now ? snap->heartbeat_ms : rb->now);
+    RB_I ("y", snap->warn_idx);
+    RB_I ("e", snap->ended_ms);
+    RB_I ("n", snap->end_reason);
+#undef RB_S
+#undef RB_I
+    for (size_t i = 0; i < rb->npay; i++) {
+        argv[argc++] = pay[i];
+        argv[argc++] = payv[i];
+    }
+    metering_result_t res;
+    s_prearm (self, snap->session_id, rb->now);
+    if (metering_store_op (self->store, snap->session_id, "rebuild", rb->now, "", argc, argv, &res))
+        return;
+    if (res.code == 0)
+        rb->rebuilt++;
+    else
+        rb->present++;
+}
+
+static int
+s_rebuild (self_t *self, const char *tenant, int64_t *rebuilt, int64_t *present)
+{
+    s_rebuild_t rb = {self, ppm_clock_now_ms (), 0, 0, "", NULL, NULL, 0};
+    for (;;) {
+        int n = metering_db_unfinished (self->pg, tenant, rb.cursor, 500, s_rebuild_row, &rb);
+        if (n < 0)
+            return -1;
+        if (n < 500)
+            break;
+    }
+    ppm_log_info ("metering: rebuilt %lld sessions from PostgreSQL (%lld already in Redis)",
+                  (long long)rb.rebuilt, (long long)rb.present);
+    if (rebuilt)
+        *rebuilt = rb.rebuilt;
+    if (present)
+        *present = rb.present;
+    return 0;
+}
+
+/* ---- leases ---------------------------------------------------------- */
+
+static int
+s_leases (zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    self_t *self = arg;
+    if (!self->ok)
+        return 0;
+    /* Redis lost metering's state (flushed, replaced): rebuild once. */
+    int alive = metering_store_alive (self->store);
+    if (alive == 0 && metering_store_mark_alive (self->store) == 1)
+        s_rebuild (self, "", NULL, NULL);
+    int64_t real = ppm_clock_real_ms ();
+    int live = metering_store_replicas (self->store, self->replica, real, self->cfg.lease_ms);
+    if (live < 1)
+        return 0;
+    uint32_t nb = (uint32_t)self->cfg.buckets;
+    size_t target = (nb + (uint32_t)live - 1) / (uint32_t)live;
+    size_t owned = 0;
+    for (uint32_t b = 0; b < nb; b++)
+        if (self->owned[b]) {
+            if (metering_store_lease_renew (self->store, b, self->replica, self->cfg.lease_ms) == 1)
+                owned++;
+            else
+                self->owned[b] = false;
+        }
+    for (uint32_t b = nb; b-- > 0 && owned > target;)
+        if (self->owned[b]) {
+            metering_store_lease_release (self->store, b, self->replica);
+            self->owned[b] = false;
+            owned--;
+        }
+    if (owned < target) {
+        uint32_t start = (uint32_t)(real % nb);
+        for (uint32_t i = 0; i < nb && owned < target; i++) {
+            uint32_t b = (start + i) % nb;
+            if (self->owned[b])
+                continue;
+            if (metering_store_lease_acquire (self->store, b, self->replica, self->cfg.lease_ms) ==
+                1) {
+                self->owned[b] = true;
+                owned++;
+            }
+        }
+    }
+    if (owned != self->owned_count)
+        ppm_log_info ("metering: replica %s holds %zu of %u buckets (%d replicas)", self->replica,
+                      owned, nb, live);
+    self->owned_count = owned;
+    return 0;
+}
+
+/* ---- settlement delivery -------------------------------------------- */
+
+static void
+s_settle_reply (const ppm_status_t *status, const uint8_t *payload, size_t size, void *arg)
+{
+    (void)payload;
+    (void)size;
+    char **ctx = arg;
+    self_t *self = (self_t *)ctx[0];
+    char *sid = ctx[1];
+    if (self->settles_in_flight > 0)
+        self->settles_in_flight--;
+    if (!status)
+        metering_db_settle_ack (self->pg, sid, ppm_clock_real_ms ());
+    else
+        ppm_log_warn ("metering: payment.Settle %s: %s %s", sid,
+                      ppm_code_name (ppm_status_code (status)), ppm_status_message (status));
+    free (sid);
+    free (ctx);
+}
+
+static int
+s_settle (zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    self_t *self = arg;
+    if (!self->ok || !self->payment || self->settles_in_flight > S_SETTLE_MAX)
+        return 0;
+    metering_settle_t due[S_SETTLE_MAX];
+    int n = metering_db_settle_due (self->pg, ppm_clock_real_ms (), due, S_SETTLE_MAX);
+    for (int i = 0; i < n; i++) {
+        Ppm__V1__SettleRequest req = PPM__V1__SETTLE_REQUEST__INIT;
+        req.tenant_id = due[i].tenant;
+        req.session_id = due[i].session_id;
+        req.used_ms = due[i].paid_used_ms;
+        req.ended_at_ms = due[i].ended_ms;
+        req.reason = due[i].reason;
+        ppm_rpc_req_t rq = {.method = "payment.Settle",
+                            .tenant = due[i].tenant,
+                            .timeout_ms = 5000,
+                            .idempotent = true};
+        char **ctx = malloc (2 * sizeof *ctx);
+        if (!ctx)
+            break;
+        ctx[0] = (char *)self;
+        ctx[1] = strdup (due[i].session_id);
+        if (ppm_rpc_client_call (self->payment, &rq, &req.base, s_settle_reply, ctx) == 0)
+            self->settles_in_flight++;
+        else {
+            free (ctx[1]);
+            free (ctx);
+        }
+    }
+    return 0;
+}
+
+/* ---- RPC helpers ----------------------------------------------------- */
+
+/* The request's tenant: the envelope's; a message's own tenant_id must
+   agree. NULL after answering the call with an error. */
+static const char *
+s_tenant (ppm_rpc_call_t **call, const char *msg_tenant)
+{
+    const char *tenant = ppm_rpc_call_tenant (*call);
+    if (msg_tenant && *msg_tenant && strcmp (msg_tenant, tenant)) {
+        ppm_status_t *st = ppm_status_new (PPM_INVALID_ARGUMENT, "tenant mismatch");
+        ppm_status_add_field (st, "tenant_id", "must equal the envelope's tenant");
+        ppm_rpc_call_fail (call, &st);
+        return NULL;
+    }
+    if (!metering_id_valid (tenant)) {
+        ppm_status_t *st = ppm_status_new (PPM_INVALID_ARGUMENT, "tenant required");
+        ppm_status_add_field (st, "tenant_id", "is required");
+        ppm_rpc_call_fail (call, &st);
+        return NULL;
+    }
+    return tenant;
+}
+
+static bool
+s_sid_ok (ppm_rpc_call_t **call, const char *sid)
+{
+    if (metering_sid_valid (sid))
+        return true;
+    ppm_status_t *st = ppm_status_new (PPM_INVALID_ARGUMENT, "invalid session id");
+    ppm_status_add_field (st, "session_id", "is not a session id");
+    ppm_rpc_call_fail (call, &st);
+    return false;
+}
+
+/* Answers a script refusal: INVALID_ARGUMENT messages are "field: why". */
+static void
+s_refuse (ppm_rpc_call_t **call, const metering_result_t *res)
+{
+    ppm_code_t code = res->code > 0 && res->code <= 16 ? (ppm_code_t)res->code : PPM_INTERNAL;
+    ppm_status_t *st = ppm_status_new (code, "%s", res->message);
+    const char *colon = strchr (res->message, ':');
+    if ((code == PPM_INVALID_ARGUMENT || code == PPM_OUT_OF_RANGE) && colon) {
+        char field[64];
+        size_t len = (size_t)(colon - res->message);
+        if (len >= sizeof field)
+            len = sizeof field - 1;
+        memcpy (field, res->message, len);
+        field[len] = '\0';
+        ppm_status_add_field (st, field, "%s", colon[1] == ' ' ? colon + 2 : colon + 1);
+    }
+    ppm_rpc_call_fail (call, &st);
+}
+
+static void
+s_unavailable (ppm_rpc_call_t **call, const char *what)
+{
+    ppm_rpc_call_error (call, PPM_UNAVAILABLE, "%s is unavailable; retry later", what);
+}
+
+static void
+s_reply_session (ppm_rpc_call_t **call, const metering_snap_t *snap, int64_t now)
+{
+    Ppm__V1__Session session;
+    metering_snap_to_proto (snap, now, &session);
+    Ppm__V1__SessionReply reply = PPM__V1__SESSION_REPLY__INIT;
+    reply.session = &session;
+    ppm_rpc_call_reply (call, &reply.base);
+}
+
+/* ---- RPC handlers ---------------------------------------------------- */
+
+static void
+s_create (ppm_rpc_call_t *call, void *arg)
+{
+    self_t *self = arg;
+    Ppm__V1__CreateRequest *req =
+        (Ppm__V1__CreateRequest *)ppm_rpc_call_unpack (call, &ppm__v1__create_request__descriptor);
+    if (!req) {
+        ppm_rpc_call_error (&call, PPM_INVALID_ARGUMENT, "not a CreateRequest");
+        return;
+    }
+    int64_t now = ppm_clock_now_ms ();
+    const char *tenant = s_tenant (&call, req->tenant_id);
+    if (!tenant)
+        goto cleanup;
+    ppm_status_t *st = metering_create_check (req, tenant, now);
+    if (st) {
+        ppm_rpc_call_fail (&call, &st);
+        goto cleanup;
+    }
+    const Ppm__V1__Quote *q = req->quote;
+    if (q->paid && q->max_concurrent_sessions > 0) {
+        int64_t count = 0;
+        if (metering_db_concurrent (self->pg, tenant, req->payer, &count)) {
+            s_unavailable (&call, "PostgreSQL");
+            goto cleanup;
+        }
+        if (count >= q->max_concurrent_sessions) {
+            ppm_rpc_call_error (&call, PPM_RESOURCE_EXHAUSTED,
+                                "the payer already has %lld unfinished paid sessions (at most "
+                                "%lld)",
+                                (long long)count, (long long)q->max_concurrent_sessions);
+            goto cleanup;
+        }
+    }
+    int64_t trial = 0;
+    if (q->paid && q->free_trial_minutes > 0 &&
+        metering_db_trial_grant (self->pg, tenant, req->payer, req->payee,
+                                 q->free_trial_minutes * 60000, &trial)) {
+        s_unavailable (&call, "PostgreSQL");
+        goto cleanup;
+    }
+    char sid[METERING_SID_LEN + 1];
+    metering_sid_new (now, sid);
+    char buf[1024];
+    const char *argv[64];
+    int argc = metering_create_fields (req, tenant, now, trial, buf, sizeof buf, argv, 64);
+    if (argc < 0) {
+        ppm_rpc_call_error (&call, PPM_INVALID_ARGUMENT, "session fields too long");
+        goto cleanup;
+    }
+    s_prearm (self, sid, now);
+    metering_result_t res;
+    if (metering_store_op (self->store, sid, "create", now, tenant, argc, argv, &res) ||
+        res.code != 0) {
+        if (trial > 0)
+            metering_db_trial_refund (self->pg, tenant, req->payer, req->payee, trial);
+        s_unavailable (&call, "Redis");
+        goto cleanup;
+    }
+    if (metering_db_create (self->pg, &res.snap, q->quote_id, q->settings_version, now))
+        ppm_log_warn ("metering: session %s not yet in PostgreSQL", sid);
+    s_after (self, &res, now);
+    s_reply_session (&call, &res.snap, now);
+cleanup:
+    protobuf_c_message_free_unpacked (&req->base, NULL);
+}
+
+static void
+s_fund (ppm_rpc_call_t *call, void *arg)
+{
+    self_t *self = arg;
+    Ppm__V1__FundRequest *req =
+        (Ppm__V1__FundRequest *)ppm_rpc_call_unpack (call, &ppm__v1__fund_request__descriptor);
+    if (!req) {
+        ppm_rpc_call_error (&call, PPM_INVALID_ARGUMENT, "not a FundRequest");
+        return;
+    }
+    int64_t now = ppm_clock_now_ms ();
+    const char *tenant = s_tenant (&call, req->tenant_id);
+    if (!tenant || !s_sid_ok (&call, req->session_id))
+        goto cleanup;
+    ppm_status_t *st = ppm_status_new (PPM_INVALID_ARGUMENT, "invalid funding");
+    int bad = 0;
+    if (!metering_id_valid (req->payment_id))
+        bad += ppm_status_add_field (st, "payment_id", "must be 1-64 of [A-Za-z0-9_.:@-]") + 1;
+    if (req->minutes < 1 || req->minutes > 100000)
+        bad += ppm_status_add_field (st, "minutes", "must be 1..100000") + 1;
+    if (req->amount < 0)
+        bad += ppm_status_add_field (st, "amount", "must be >= 0") + 1;
+    if (!req->currency || strlen (req->currency) != 3)
+        bad += ppm_status_add_field (st, "currency", "must be an ISO 4217 code") + 1;
+    if (bad) {
+        ppm_rpc_call_fail (&call, &st);
+        goto cleanup;
+    }
+    ppm_status_destroy (&st);
+    char other[METERING_SID_LEN + 8] = "";
+    int found = metering_db_payment_session (self->pg, req->payment_id, other, sizeof other);
+    if (found < 0) {
+        s_unavailable (&call, "PostgreSQL");
+        goto cleanup;
+    }
+    if (found && strcmp (other, req->session_id)) {
+        st = ppm_status_new (PPM_FAILED_PRECONDITION, "payment already applied to another session");
+        ppm_status_add_field (st, "payment_id", "was applied to another session");
+        ppm_rpc_call_fail (&call, &st);
+        goto cleanup;
+    }
+    char add[24];
+    char amount[24];
+    snprintf (add, sizeof add, "%lld", (long long)(req->minutes * 60000));
+    snprintf (amount, sizeof amount, "%lld", (long long)req->amount);
+    const char *argv[] = {req->payment_id, add, amount, req->currency};
+    s_prearm (self, req->session_id, now);
+    metering_result_t res;
+    if (metering_store_op (self->store, req->session_id, "fund", now, tenant, 4, argv, &res)) {
+        s_unavailable (&call, "Redis");
+        goto cleanup;
+    }
+    if (res.code != 0) {
+        s_refuse (&call, &res);
+        goto cleanup;
+    }
+    /* OK only once the credit is durable: payment re-sends until then. */
+    if (metering_db_payment_record (self->pg, &res.snap, req->payment_id, req->minutes,
+                                    req->minutes * 60000, req->amount, req->currency, now)) {
+        /* Applied in Redis (so the payer has the time); the pre-armed
+           entry makes the tick write the snapshot; payment re-sends and
+           gets already_applied once PostgreSQL has it. */
+        s_publish_all (self, &res);
+        s_unavailable (&call, "PostgreSQL");
+        goto cleanup;
+    }
+    s_after (self, &res, now);
+    Ppm__V1__Session session;
+    metering_snap_to_proto (&res.snap, now, &session);
+    Ppm__V1__FundReply reply = PPM__V1__FUND_REPLY__INIT;
+    reply.session = &session;
+    reply.already_applied = (res.flags & METERING_R_ALREADY) != 0;
+    ppm_rpc_call_reply (&call, &reply.base);
+cleanup:
+    protobuf_c_message_free_unpacked (&req->base, NULL);
+}
+
+static int
+s_by_code (const char *by)
+{
+    if (!by || !*by || strcmp (by, "platform") == 0)
+        return METERING_END_PLATFORM;
+    if (strcmp (by, "payer") == 0)
+        return METERING_END_PAYER;
+    if (strcmp (by, "payee") == 0)
+        return METERING_END_PAYEE;
+    return -1;
+}
+
+/* Start, Heartbeat, Pause, Resume and End share their checks. */
+static int
+s_session_op (self_t *self, ppm_rpc_call_t **call, const char *op, const char *msg_tenant,
+              const char *sid, const char *by, const char *actor, int64_t at_ms,
+              metering_result_t *res, int64_t now)
+{
+    const char *tenant = s_tenant (call, msg_tenant);
+    if (!tenant || !s_sid_ok (call, sid))
+        return -1;
+    int code = s_by_code (by);
+    if (code < 0 || at_ms < 0) {
+        ppm_status_t *st = ppm_status_new (PPM_INVALID_ARGUMENT, "invalid request");
+        if (code < 0)
+            ppm_status_add_field (st, "by", "must be payer, payee or platform");
+        if (at_ms < 0)
+            ppm_status_add_field (st, "at_ms", "must be >= 0");
+        ppm_rpc_call_fail (call, &st);
+        return -1;
+    }
+    char at[24];
+    char reason[8];
+    snprintf (at, sizeof at, "%lld", (long long)at_ms);
+    snprintf (reason, sizeof reason, "%d", code);
+    const char *argv[] = {by && *by ? by : "platform", actor ? actor : "", at, reason};
+    if (strcmp (op, "hb") != 0)
+        s_prearm (self, sid, now);
+    if (metering_store_op (self->store, sid, op, now, tenant, 4, argv, res)) {
+        s_unavailable (call, "Redis");
+        return -1;
+    }
+    if (res->code != 0) {
+        s_refuse (call, res);
+        return -1;
+    }
+    s_after (self, res, now);
+    return 0;
+}
+
+static void
+s_simple (ppm_rpc_call_t *call, void *arg, const char *op)
+{
+    self_t *self = arg;
+    Ppm__V1__SessionRequest *req = (Ppm__V1__SessionRequest *)ppm_rpc_call_unpack (
+        call, &ppm__v1__session_request__descriptor);
+    if (!req) {
+        ppm_rpc_call_error (&call, PPM_INVALID_ARGUMENT, "not a SessionRequest");
+        return;
+    }
+    int64_t now = ppm_clock_now_ms ();
+    metering_result_t res;
+    if (s_session_op (self, &call, op, req->tenant_id, req->session_id, req->by, req->actor,
+                      req->at_ms, &res, now) == 0)
+        s_reply_session (&call, &res.snap, now);
+    protobuf_c_message_free_unpacked (&req->base, NULL);
+}
+
+static void
+s_start (ppm_rpc_call_t *call, void *arg)
+{
+    s_simple (call, arg, "start");
+}
+
+static void
+s_heartbeat (ppm_rpc_call_t *call, void *arg)
+{
+    s_simple (call, arg, "hb");
+}
+
+static void
+s_pause (ppm_rpc_call_t *call, void *arg)
+{
+    s_simple (call, arg, "pause");
+}
+
+static void
+s_resume (ppm_rpc_call_t *call, void *arg)
+{
+    s_simple (call, arg, "resume");
+}
+
+static void
+s_end (ppm_rpc_call_t *call, void *arg)
+{
+    self_t *self = arg;
+    Ppm__V1__EndRequest *req =
+        (Ppm__V1__EndRequest *)ppm_rpc_call_unpack (call, &ppm__v1__end_request__descriptor);
+    if (!req) {
+        ppm_rpc_call_error (&call, PPM_INVALID_ARGUMENT, "not an EndRequest");
+        return;
+    }
+    int64_t now = ppm_clock_now_ms ();
+    metering_result_t res;
+    if (s_session_op (self, &call, "end", req->tenant_id, req->session_id, req->by, req->actor,
+                      req->at_ms, &res, now) == 0) {
+        Ppm__V1__Session session;
+        metering_snap_to_proto (&res.snap, now, &session);
+        Ppm__V1__EndReply reply = PPM__V1__END_REPLY__INIT;
+        reply.session = &session;
+        reply.used_ms = session.used_ms;
+        reply.billed_amount = session.billed_amount;
+        reply.already_ended = (res.flags & METERING_R_ALREADY) != 0;
+        ppm_rpc_call_reply (&call, &reply.base);
+    }
+    protobuf_c_message_free_unpacked (&req->base, NULL);
+}
+
+static void
+s_get (ppm_rpc_call_t *call, void *arg)
+{
+    self_t *self = arg;
+    Ppm__V1__SessionRequest *req = (Ppm__V1__SessionRequest *)ppm_rpc_call_unpack (
+        call, &ppm__v1__session_request__descriptor);
+    if (!req) {
+        ppm_rpc_call_error (&call, PPM_INVALID_ARGUMENT, "not a SessionRequest");
+        return;
+    }
+    int64_t now = ppm_clock_now_ms ();
+    const char *tenant = s_tenant (&call, req->tenant_id);
+    if (!tenant || !s_sid_ok (&call, req->session_id))
+        goto cleanup;
+    metering_snap_t snap;
+    int found = metering_store_get (self->store, req->session_id, &snap);
+    if (found == 1 && strcmp (snap.tenant, tenant) != 0)
+        found = 0;
+    if (found != 1)
+        found = metering_db_get (self->pg, tenant, req->session_id, &snap);
+    if (found < 0)
+        s_unavailable (&call, "session store");
+    else if (found == 0)
+        ppm_rpc_call_error (&call, PPM_NOT_FOUND, "session not found");
+    else
+        s_reply_session (&call, &snap, now);
+cleanup:
+    protobuf_c_message_free_unpacked (&req->base, NULL);
+}
+
+typedef struct {
+    self_t *self;
+    metering_snap_t *snaps;
+    size_t count;
+} s_list_t;
+
+static void
+s_list_row (const metering_snap_t *snap, void *arg)
+{
+    s_list_t *list = arg;
+    metering_snap_t *dst = &list->snaps[list->count++];
+    *dst = *snap;
+    if (!snap->finalized) {
+        metering_snap_t live;
+        if (metering_store_get (list->self->store, snap->session_id, &live) == 1 &&
+            strcmp (live.tenant, snap->tenant) == 0)
+            *dst = live;
+    }
+}
+
+static void
+s_list (ppm_rpc_call_t *call, void *arg)
+{
+    self_t *self = arg;
+    Ppm__V1__ListRequest *req =
+        (Ppm__V1__ListRequest *)ppm_rpc_call_unpack (call, &ppm__v1__list_request__descriptor);
+    if (!req) {
+        ppm_rpc_call_error (&call, PPM_INVALID_ARGUMENT, "not a ListRequest");
+        return;
+    }
+    int64_t now = ppm_clock_now_ms ();
+    const char *tenant = s_tenant (&call, req->tenant_id);
+    if (!tenant)
+        goto cleanup;
+    int limit = req->limit == 0 ? 50 : req->limit;
+    if (limit < 1 || limit > 200 ||
+        (req->cursor && *req->cursor && !metering_sid_valid (req->cursor)) || req->state < 0 ||
+        req->state > 5) {
+        ppm_status_t *st = ppm_status_new (PPM_INVALID_ARGUMENT, "invalid list request");
+        if (limit < 1 || limit > 200)
+            ppm_status_add_field (st, "limit", "must be 1..200");
+        if (req->cursor && *req->cursor && !metering_sid_valid (req->cursor))
+            ppm_status_add_field (st, "cursor", "is not a cursor from a previous reply");
+        if (req->state < 0 || req->state > 5)
+            ppm_status_add_field (st, "state", "is not a session state");
+        ppm_rpc_call_fail (&call, &st);
+        goto cleanup;
+    }
+    s_list_t list = {self, calloc ((size_t)limit, sizeof (metering_snap_t)), 0};
+    Ppm__V1__Session *sessions = calloc ((size_t)limit, sizeof *sessions);
+    Ppm__V1__Session **ptrs = calloc ((size_t)limit, sizeof *ptrs);
+    if (!list.snaps || !sessions || !ptrs) {
+        ppm_rpc_call_error (&call, PPM_INTERNAL, "out of memory");
+    } else if (metering_db_list (self->pg, tenant, (int)req->state, req->payer, req->payee,
+                                 req->cursor, limit, s_list_row, &list) < 0) {
+        s_unavailable (&call, "PostgreSQL");
+    } else {
+        Ppm__V1__ListReply reply = PPM__V1__LIST_REPLY__INIT;
+        for (size_t i = 0; i < list.count; i++) {
+            metering_snap_to_proto (&list.snaps[i], now, &sessions[i]);
+            ptrs[i] = &sessions[i];
+        }
+        reply.n_sessions = list.count;
+        reply.sessions = ptrs;
+        reply.next_cursor =
+            list.count == (size_t)limit ? list.snaps[list.count - 1].session_id : "";
+        ppm_rpc_call_reply (&call, &reply.base);
+    }
+    free (list.snaps);
+    free (sessions);
+    free (ptrs);
+cleanup:
+    protobuf_c_message_free_unpacked (&req->base, NULL);
+}
+
+static void
+s_rebuild_rpc (ppm_rpc_call_t *call, void *arg)
+{
+    self_t *self = arg;
+    Ppm__V1__RebuildRequest *req = (Ppm__V1__RebuildRequest *)ppm_rpc_call_unpack (
+        call, &ppm__v1__rebuild_request__descriptor);
+    if (!req) {
+        ppm_rpc_call_error (&call, PPM_INVALID_ARGUMENT, "not a RebuildRequest");
+        return;
+    }
+    const char *tenant =
+        req->tenant_id && *req->tenant_id ? req->tenant_id : ppm_rpc_call_tenant (call);
+    int64_t rebuilt = 0;
+    int64_t present = 0;
+    metering_store_mark_alive (self->store);
+    if (s_rebuild (self, tenant ? tenant : "", &rebuilt, &present))
+        s_unavailable (&call, "PostgreSQL");
+    else {
+        Ppm__V1__RebuildReply reply = PPM__V1__REBUILD_REPLY__INIT;
+        reply.rebuilt = rebuilt;
+        reply.present = present;
+        ppm_rpc_call_reply (&call, &reply.base);
+    }
+    protobuf_c_message_free_unpacked (&req->base, NULL);
+}
+
+/* ---- actor ----------------------------------------------------------- */
+
+static int
+s_pipe (zloop_t *loop, zsock_t *pipe, void *arg)
+{
+    (void)loop;
+    self_t *self = arg;
+    zmsg_t *msg = zmsg_recv (pipe);
+    if (!msg)
+        return -1;
+    char *cmd = zmsg_popstr (msg);
+    int rc = 0;
+    if (!cmd || streq (cmd, "$TERM"))
+        rc = -1;
+    else if (streq (cmd, "PORT"))
+        zstr_sendf (pipe, "%d", self->ok ? ppm_rpc_server_port (self->rpc) : -1);
+    else if (streq (cmd, "PUB"))
+        zstr_send (pipe, self->ok ? ppm_events_pub_endpoint (self->pub) : "");
+    else if (streq (cmd, "BUCKETS"))
+        zstr_sendf (pipe, "%zu", self->owned_count);
+    else
+        ppm_log_warn ("metering: unknown pipe command %s", cmd);
+    free (cmd);
+    zmsg_destroy (&msg);
+    return rc;
+}
+
+static char *
+s_dup (const char *text)
+{
+    return text ? strdup (text) : NULL;
+}
+
+static int
+s_start_up (self_t *self)
+{
+    const char *error = NULL;
+    ppm_pg_options_t pgo = {.connect_timeout_ms = 3000,
+                            .statement_timeout_ms = 5000,
+                            .application_name = "ppm-metering"};
+    self->pg = ppm_pg_new (self->cfg.pg_url, &pgo, &error);
+    if (!self->pg) {
+        ppm_log_error ("metering: PPM_PG_URL: %s", error ? error : "invalid");
+        return -1;
+    }
+    if (metering_db_migrate (self->pg, &error)) {
+        ppm_log_error ("metering: %s", error ? error : "migrations failed");
+        return -1;
+    }
+    self->store = metering_store_new (self->cfg.redis_url, 2000);
+    if (!self->store) {
+        ppm_log_error ("metering: PPM_REDIS_URL is not a redis:// URL");
+        return -1;
+    }
+    self->rpc = ppm_rpc_server_new (self->loop, self->cfg.rpc_bind);
+    self->pub = ppm_events_pub_new (self->cfg.pub_bind);
+    if (!self->rpc || !self->pub) {
+        ppm_log_error ("metering: cannot bind %s / %s", self->cfg.rpc_bind, self->cfg.pub_bind);
+        return -1;
+    }
+    if (self->cfg.payment_endpoint && *self->cfg.payment_endpoint) {
+        self->payment = ppm_rpc_client_new (self->cfg.payment_endpoint);
+        if (self->payment)
+            ppm_rpc_client_attach (self->payment, self->loop);
+    }
+    ppm_rpc_server_handle (self->rpc, "metering.Create", s_create, self);
+    ppm_rpc_server_handle (self->rpc, "metering.Fund", s_fund, self);
+    ppm_rpc_server_handle (self->rpc, "metering.Start", s_start, self);
+    ppm_rpc_server_handle (self->rpc, "metering.Heartbeat", s_heartbeat, self);
+    ppm_rpc_server_handle (self->rpc, "metering.Pause", s_pause, self);
+    ppm_rpc_server_handle (self->rpc, "metering.Resume", s_resume, self);
+    ppm_rpc_server_handle (self->rpc, "metering.End", s_end, self);
+    ppm_rpc_server_handle (self->rpc, "metering.Get", s_get, self);
+    ppm_rpc_server_handle (self->rpc, "metering.List", s_list, self);
+    ppm_rpc_server_handle (self->rpc, "metering.Rebuild", s_rebuild_rpc, self);
+    self->results = calloc (S_CHUNK, sizeof *self->results);
+    self->marks = calloc (S_CHUNK, sizeof *self->marks);
+    if (!self->results || !self->marks)
+        return -1;
+    /* Redis without metering's marker lost its state (or is new): rebuild. */
+    if (metering_store_alive (self->store) == 0 && metering_store_mark_alive (self->store) == 1)
+        s_rebuild (self, "", NULL, NULL);
+    s_leases (self->loop, 0, self);
+    zloop_timer (self->loop, (size_t)self->cfg.tick_ms, 0, s_tick, self);
+    zloop_timer (self->loop, (size_t)(self->cfg.lease_ms / 3 > 0 ? self->cfg.lease_ms / 3 : 1), 0,
+                 s_leases, self);
+    zloop_timer (self->loop, 250, 0, s_settle, self);
+    return 0;
+}
+
+void
+metering_server_actor (zsock_t *pipe, void *args)
+{
+    self_t *self = calloc (1, sizeof *self);
+    assert (self);
+    self->cfg = *(const metering_config_t *)args;
+    self->strings[0] = s_dup (self->cfg.rpc_bind);
+    self->strings[1] = s_dup (self->cfg.pub_bind);
+    self->strings[2] = s_dup (self->cfg.redis_url);
+    self->strings[3] = s_dup (self->cfg.pg_url);
+    self->strings[4] = s_dup (self->cfg.payment_endpoint);
+    self->strings[5] = s_dup (self->cfg.replica_id);
+    self->cfg.rpc_bind = self->strings[0];
+    self->cfg.pub_bind = self->strings[1];
+    self->cfg.redis_url = self->strings[2];
+    self->cfg.pg_url = self->strings[3];
+    self->cfg.payment_endpoint = self->strings[4];
+    if (self->cfg.buckets < 1 || self->cfg.buckets > S_BUCKETS_MAX)
+        self->cfg.buckets = 64;
+    if (self->cfg.tick_ms < 1)
+        self->cfg.tick_ms = 200;
+    if (self->cfg.lease_ms < 30)
+        self->cfg.lease_ms = 3000;
+    if (self->cfg.retention_ms < 1)
+        self->cfg.retention_ms = 86400000;
+    if (self->cfg.batch < 1)
+        self->cfg.batch = 20000;
+    if (self->strings[5] && *self->strings[5])
+        snprintf (self->replica, sizeof self->replica, "%s", self->strings[5]);
+    else {
+        char host[32] = "";
+        gethostname (host, sizeof host - 1);
+        snprintf (self->replica, sizeof self->replica, "%s-%d-%04x", host, (int)getpid (),
+                  (unsigned)(ppm_clock_real_mono_us () & 0xffff));
+    }
+    self->pipe = pipe;
+    self->loop = zloop_new ();
+    zloop_reader (self->loop, pipe, s_pipe, self);
+    self->ok = s_start_up (self) == 0;
+    zsock_signal (pipe, 0);
+    zloop_start (self->loop);
+
+    /* Give up leases at once so another replica takes over without waiting. */
+    if (self->ok)
+        for (uint32_t b = 0; b < (uint32_t)self->cfg.buckets; b++)
+            if (self->owned[b])
+                metering_store_lease_release (self->store, b, self->replica);
+    ppm_rpc_client_destroy (&self->payment);
+    ppm_rpc_server_destroy (&self->rpc);
+    ppm_events_pub_destroy (&self->pub);
+    zloop_destroy (&self->loop);
+    metering_store_destroy (&self->store);
+    ppm_pg_destroy (&self->pg);
+    free (self->due);
+    free (self->results);
+    free (self->marks);
+    for (int i = 0; i < 6; i++)
+        free (self->strings[i]);
+    free (self);
+}
