@@ -27,11 +27,17 @@ static const char s_rearm_lua[] =
     "end\n"
     "return n\n";
 
-/* Lease renew (ARGV[2] = ttl) or release (ARGV[2] = "0") by its holder. */
-static const char s_lease_lua[] = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
-                                  "if ARGV[2] == '0' then redis.call('DEL', KEYS[1])\n"
-                                  "else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end\n"
-                                  "return 1\n";
+/* Lease of KEYS[1] for holder ARGV[1]: ARGV[2] = ttl takes a free lease
+   or renews one's own; ARGV[2] = "0" releases one's own. 1 = done. */
+static const char s_lease_lua[] =
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "if ARGV[2] == '0' then\n"
+    "  if cur == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end\n"
+    "  return 0\n"
+    "end\n"
+    "if cur and cur ~= ARGV[1] then return 0 end\n"
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+    "return 1\n";
 
 struct _metering_store_t {
     char host[256];         /* Redis host */
@@ -536,20 +542,7 @@ int
 metering_store_lease_acquire (metering_store_t *self, uint32_t bucket, const char *me,
                               int64_t ttl_ms)
 {
-    if (s_connect (self))
-        return -1;
-    char key[32];
-    char ttl[24];
-    snprintf (key, sizeof key, "{l:%u}", bucket);
-    snprintf (ttl, sizeof ttl, "%lld", (long long)ttl_ms);
-    const char *args[] = {"SET", key, me, "NX", "PX", ttl};
-    redisAppendCommandArgv (self->ctx, 6, args, NULL);
-    redisReply *r = NULL;
-    if (s_read (self, 1, &r))
-        return -1;
-    int rc = r->type == REDIS_REPLY_STATUS ? 1 : 0;
-    freeReplyObject (r);
-    return rc;
+    return metering_store_lease_renew (self, bucket, me, ttl_ms);
 }
 
 int

@@ -89,8 +89,10 @@ int metering_store_rearm (metering_store_t *self, uint32_t bucket, size_t n,
 /* ZADD LT: moves a session's entry earlier (or adds it). */
 int metering_store_arm (metering_store_t *self, uint32_t bucket, const char *sid, int64_t score);
 
-/* Leases of buckets (real milliseconds). _acquire: SET NX PX; _renew and
-   _release only act when self holds the lease. 1 done, 0 not, -1 error. */
+/* Leases of buckets (real milliseconds). _acquire and _renew take a free
+   lease or extend one held under the same name (a restarted replica with
+   a stable name gets its buckets back at once); _release only drops one's
+   own. 1 done, 0 not (held by another), -1 error. */
 int metering_store_lease_acquire (metering_store_t *self, uint32_t bucket, const char *me,
                                   int64_t ttl_ms);
 int metering_store_lease_renew (metering_store_t *self, uint32_t bucket, const char *me,

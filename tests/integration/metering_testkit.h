@@ -12,6 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "ppm_clock.h"
 #include "ppm_events.h"
@@ -273,13 +277,24 @@ tk_find (const tk_events_t *list, const char *sid, const char *name)
     return NULL;
 }
 
-/* A free TCP port on loopback. */
+/* A free TCP port on loopback, chosen by the kernel (not ZeroMQ's
+   first-free scan, which hands out the same port twice once closed). */
 static inline int
 tk_free_port (void)
 {
-    zsock_t *s = zsock_new (ZMQ_PAIR);
-    int port = zsock_bind (s, "tcp://127.0.0.1:*");
-    zsock_destroy (&s);
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr;
+    memset (&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    socklen_t len = sizeof addr;
+    int port = -1;
+    if (fd >= 0 && bind (fd, (struct sockaddr *)&addr, sizeof addr) == 0 &&
+        getsockname (fd, (struct sockaddr *)&addr, &len) == 0)
+        port = ntohs (addr.sin_port);
+    if (fd >= 0)
+        close (fd);
     return port;
 }
 
