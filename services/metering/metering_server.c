@@ -47,26 +47,27 @@ typedef struct {
 } s_due_t;
 
 typedef struct {
-    metering_config_t cfg;      /* copied configuration (strings owned below) */
-    char *strings[6];           /* owned copies of the config strings */
-    char replica[64];           /* this replica's id in leases */
-    zsock_t *pipe;              /* the actor's pipe */
-    zloop_t *loop;              /* everything runs here */
-    ppm_rpc_server_t *rpc;      /* metering.* */
-    ppm_events_pub_t *pub;      /* session.* events */
-    ppm_rpc_client_t *payment;  /* payment.Settle (NULL when not configured) */
-    metering_store_t *store;    /* Redis */
-    ppm_pg_t *pg;               /* PostgreSQL */
-    bool ok;                    /* start-up succeeded */
-    bool owned[S_BUCKETS_MAX];  /* buckets whose lease this replica holds */
-    size_t owned_count;         /* how many */
-    s_due_t *due;               /* the tick's due entries */
-    size_t due_count;           /* used */
-    size_t due_size;            /* allocated */
-    metering_result_t *results; /* S_CHUNK results of tick scripts */
-    metering_result_t *marks;   /* S_CHUNK results of journal marks */
-    size_t settles_in_flight;   /* payment.Settle calls awaiting a reply */
-    int64_t last_tick_real;     /* real ms of the last tick's start */
+    metering_config_t cfg;            /* copied configuration (strings owned below) */
+    char *strings[6];                 /* owned copies of the config strings */
+    char replica[64];                 /* this replica's id in leases */
+    zsock_t *pipe;                    /* the actor's pipe */
+    zloop_t *loop;                    /* everything runs here */
+    ppm_rpc_server_t *rpc;            /* metering.* */
+    ppm_events_pub_t *pub;            /* session.* events */
+    ppm_rpc_client_t *payment;        /* payment.Settle (NULL when not configured) */
+    metering_store_t *store;          /* Redis */
+    ppm_pg_t *pg;                     /* PostgreSQL */
+    bool ok;                          /* start-up succeeded */
+    bool owned[S_BUCKETS_MAX];        /* buckets whose lease this replica holds */
+    size_t owned_count;               /* how many */
+    uint8_t free_seen[S_BUCKETS_MAX]; /* cycles in a row a bucket was seen without a lease */
+    s_due_t *due;                     /* the tick's due entries */
+    size_t due_count;                 /* used */
+    size_t due_size;                  /* allocated */
+    metering_result_t *results;       /* S_CHUNK results of tick scripts */
+    metering_result_t *marks;         /* S_CHUNK results of journal marks */
+    size_t settles_in_flight;         /* payment.Settle calls awaiting a reply */
+    int64_t finalize_until;           /* zclock_mono deadline for finalizing in this tick */
 } self_t;
 
 /* ---- events ------------------------------------------------------------ */
@@ -241,9 +242,14 @@ s_tick_chunk (self_t *self, s_due_t *due, size_t n, int64_t now)
                 if (res[i].code == 0 && (res[i].flags & METERING_R_JOURNAL) && next[i] >= 0)
                     next[i] = next[i] < now + S_RETRY_MS ? next[i] : now + S_RETRY_MS;
     }
+    /* Finalizing (settlement rows) never delays transitions: not in the
+       tick that made the transition, and only within half a tick's time;
+       the rest stay due for the next tick. */
     for (size_t i = 0; i < n; i++)
         if (res[i].code == 0 && (res[i].flags & METERING_R_FINALIZE)) {
-            if (s_finalize (self, &res[i], now) == 0)
+            if (res[i].nevents > 0 || zclock_mono () > self->finalize_until)
+                next[i] = now;
+            else if (s_finalize (self, &res[i], now) == 0)
                 next[i] = -1;
             else
                 next[i] = now + S_RETRY_MS;
@@ -272,6 +278,7 @@ s_tick (zloop_t *loop, int timer_id, void *arg)
     if (!self->ok || self->owned_count == 0)
         return 0;
     int64_t now = ppm_clock_now_ms ();
+    self->finalize_until = zclock_mono () + self->cfg.tick_ms / 2;
     uint32_t buckets[S_BUCKETS_MAX];
     size_t nb = 0;
     for (uint32_t b = 0; b < (uint32_t)self->cfg.buckets; b++)
@@ -408,7 +415,9 @@ s_leases (zloop_t *loop, int timer_id, void *arg)
     if (alive == 0 && metering_store_mark_alive (self->store) == 1)
         s_rebuild (self, "", NULL, NULL);
     int64_t real = ppm_clock_real_ms ();
-    int live = metering_store_replicas (self->store, self->replica, real, self->cfg.lease_ms);
+    /* Live = seen within three leases: one slow cycle must not make the
+       others grab every bucket back. */
+    int live = metering_store_replicas (self->store, self->replica, real, 3 * self->cfg.lease_ms);
     if (live < 1)
         return 0;
     uint32_t nb = (uint32_t)self->cfg.buckets;
@@ -427,17 +436,27 @@ s_leases (zloop_t *loop, int timer_id, void *arg)
             self->owned[b] = false;
             owned--;
         }
-    if (owned < target) {
-        uint32_t start = (uint32_t)(real % nb);
-        for (uint32_t i = 0; i < nb && owned < target; i++) {
-            uint32_t b = (start + i) % nb;
-            if (self->owned[b])
-                continue;
-            if (metering_store_lease_acquire (self->store, b, self->replica, self->cfg.lease_ms) ==
-                1) {
-                self->owned[b] = true;
-                owned++;
-            }
+    /* Up to the fair share, take any free bucket. Beyond it, take a bucket
+       only after seeing it free for two cycles in a row: a dead replica's
+       buckets are served again within its lease plus two cycles, while a
+       bucket just released for balance is left for the replica that is
+       short of its share. */
+    uint32_t start = (uint32_t)(real % nb);
+    for (uint32_t i = 0; i < nb; i++) {
+        uint32_t b = (start + i) % nb;
+        if (self->owned[b])
+            continue;
+        bool take = owned < target;
+        if (!take) {
+            int free_now = metering_store_lease_free (self->store, b);
+            self->free_seen[b] = free_now == 1 ? self->free_seen[b] + 1 : 0;
+            take = self->free_seen[b] >= 2;
+        }
+        if (take &&
+            metering_store_lease_acquire (self->store, b, self->replica, self->cfg.lease_ms) == 1) {
+            self->owned[b] = true;
+            self->free_seen[b] = 0;
+            owned++;
         }
     }
     if (owned != self->owned_count)

@@ -554,6 +554,17 @@ metering_store_lease_renew (metering_store_t *self, uint32_t bucket, const char 
 }
 
 int
+metering_store_lease_free (metering_store_t *self, uint32_t bucket)
+{
+    redisReply *r = metering_store_command (self, "EXISTS {l:%u}", bucket);
+    if (!r)
+        return -1;
+    int rc = r->type == REDIS_REPLY_INTEGER ? r->integer == 0 : -1;
+    freeReplyObject (r);
+    return rc;
+}
+
+int
 metering_store_lease_release (metering_store_t *self, uint32_t bucket, const char *me)
 {
     return s_lease_script (self, bucket, me, "0");

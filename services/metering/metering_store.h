@@ -97,6 +97,8 @@ int metering_store_lease_acquire (metering_store_t *self, uint32_t bucket, const
                                   int64_t ttl_ms);
 int metering_store_lease_renew (metering_store_t *self, uint32_t bucket, const char *me,
                                 int64_t ttl_ms);
+/* 1 when nobody holds bucket's lease, 0 when somebody does, -1 error. */
+int metering_store_lease_free (metering_store_t *self, uint32_t bucket);
 int metering_store_lease_release (metering_store_t *self, uint32_t bucket, const char *me);
 /* Registers self as live at real time now and counts replicas seen within
    window_ms. Returns the count (≥ 1) or -1. */

@@ -328,6 +328,29 @@ tk_redis (const char *url, const char *command)
     redisFree (c);
 }
 
+/* Empties a test database and compacts the AOF, so that a later test
+   restarting the shared Redis does not wait for it to load our history. */
+static inline void
+tk_redis_compact (const char *url)
+{
+    redisContext *c = tk_redis_connect (url);
+    redisReply *r = redisCommand (c, "FLUSHDB");
+    freeReplyObject (r);
+    r = redisCommand (c, "BGREWRITEAOF");
+    freeReplyObject (r);
+    for (int i = 0; i < 200; i++) {
+        r = redisCommand (c, "INFO persistence");
+        bool busy = !r || r->type != REDIS_REPLY_STRING ||
+                    strstr (r->str, "aof_rewrite_in_progress:1") ||
+                    strstr (r->str, "aof_rewrite_scheduled:1");
+        freeReplyObject (r);
+        if (!busy)
+            break;
+        usleep (20000);
+    }
+    redisFree (c);
+}
+
 static inline bool
 tk_redis_exists (const char *url, const char *key)
 {

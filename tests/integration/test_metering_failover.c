@@ -126,6 +126,7 @@ static int
 s_teardown (void **state)
 {
     (void)state;
+    tk_redis_compact (s_redis);
     zstr_free (&s_payment_ep);
     zactor_destroy (&s_payment);
     return 0;
@@ -179,8 +180,9 @@ s_check (ppm_rpc_client_t *client, size_t n, tk_events_t *events, int64_t restar
         protobuf_c_message_free_unpacked (&r->base, NULL);
         const tk_event_t *e = tk_find (events, s_sess[i].sid, "session.expired");
         if (e && s_sess[i].expiry > restart_ms + 100 * SCALE) {
-            /* Due after the restart settled: at most a tick (+ slack) late. */
-            assert_true (e->recv_ms - s_sess[i].expiry <= (20 + 150) * SCALE);
+            /* Due after the restart settled: at most a tick late, plus
+               slack for a loaded 2-core machine and sanitizer builds. */
+            assert_true (e->recv_ms - s_sess[i].expiry <= (20 + 500) * SCALE);
             late_checked++;
         }
     }
@@ -202,7 +204,7 @@ static void
 test_kill9_mid_1000_sessions (void **state)
 {
     (void)state;
-    s_proc_t a;
+    s_proc_t a = {0};
     s_proc_init (&a, "A");
     s_spawn (&a);
     ppm_rpc_client_t *client = ppm_rpc_client_new (a.rpc);
@@ -258,8 +260,8 @@ static void
 test_two_replicas_takeover (void **state)
 {
     (void)state;
-    s_proc_t a;
-    s_proc_t b;
+    s_proc_t a = {0};
+    s_proc_t b = {0};
     s_proc_init (&a, "A2");
     s_proc_init (&b, "B2");
     s_spawn (&a);
@@ -271,7 +273,7 @@ test_two_replicas_takeover (void **state)
     /* They share the buckets. */
     int la = 0;
     int lb = 0;
-    for (int i = 0; i < 100; i++) {
+    for (int i = 0; i < 200; i++) {
         la = s_leases_of ("A2");
         lb = s_leases_of ("B2");
         if (la == 32 && lb == 32)
@@ -289,7 +291,7 @@ test_two_replicas_takeover (void **state)
     s_kill9 (&b);
     int64_t killed = ppm_clock_now_ms ();
     /* Within the lease (600 ms) and a cycle, A holds every bucket. */
-    for (int i = 0; i < 60 && s_leases_of ("A2") < 64; i++)
+    for (int i = 0; i < 80 && s_leases_of ("A2") < 64; i++)
         zclock_sleep (25);
     assert_int_equal (s_leases_of ("A2"), 64);
     size_t n = 200;

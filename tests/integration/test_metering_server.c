@@ -87,6 +87,7 @@ s_teardown (void **state)
     ppm_rpc_client_destroy (&s_client);
     zactor_destroy (&s_server);
     zactor_destroy (&s_payment);
+    tk_redis_compact (s_redis);
     return 0;
 }
 
@@ -137,7 +138,7 @@ test_countdown_warnings_expiry (void **state)
     assert_int_equal (x->used_ms, 360000);
     /* Handled within one tick (plus scheduling slack) of the paid time. */
     int64_t late = x->recv_ms - expiry;
-    assert_true (late <= (TICK_MS + 100) * SCALE);
+    assert_true (late <= (TICK_MS + 300) * SCALE);
     /* Nothing more for this session, ever. */
     tk_collect (s_sub, &s_events, 300, NULL, NULL);
     assert_int_equal (tk_count (&s_events, sid, "session.expired"), 1);
