@@ -71,6 +71,18 @@ s_spawn (s_child_t *child)
     assert_non_null (strstr (child->endpoint, "tcp://127.0.0.1:"));
 }
 
+/* A NUL-terminated copy of len bytes (which hold no NUL of their own). */
+static char *
+s_text_dup (const uint8_t *data, size_t len)
+{
+    char *text = (char *)malloc (len + 1);
+    assert_non_null (text);
+    if (len)
+        memcpy (text, data, len);
+    text[len] = '\0';
+    return text;
+}
+
 static ppm_status_t *
 s_echo (ppm_rpc_client_t *client, const char *text, int sleep_ms, int timeout_ms, char **back)
 {
@@ -83,7 +95,7 @@ s_echo (ppm_rpc_client_t *client, const char *text, int sleep_ms, int timeout_ms
     ppm_status_t *status = ppm_rpc_client_call_sync (
         client, &r, &req.base, &ppm__v1__echo_reply__descriptor, (ProtobufCMessage **)&reply);
     if (back)
-        *back = reply ? strndup ((const char *)reply->data.data, reply->data.len) : NULL;
+        *back = reply ? s_text_dup (reply->data.data, reply->data.len) : NULL;
     if (reply)
         protobuf_c_message_free_unpacked (&reply->base, NULL);
     return status;

@@ -6,10 +6,13 @@
     actually bound as the first line on stdout (so a test can bind port 0
     and read the port), and runs until SIGTERM or SIGINT. A request's
     sleep_ms holds the reply that long on a zloop timer (never blocking the
-    loop), which is how tests produce slow answers.
+    loop), which is how tests produce slow answers. It also stops when its
+    parent process goes away (checked every 200 ms), so a test that dies
+    before stopping it leaves nothing running.
 */
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "ppm_clock.h"
 #include "ppm_env.h"
@@ -87,6 +90,16 @@ s_echo (ppm_rpc_call_t *call, void *arg)
     zloop_timer (self->loop, (size_t)sleep_ms, 1, s_held_fire, held);
 }
 
+/* Ends the loop once the parent that started us is gone. */
+static int
+s_parent_check (zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    pid_t parent = *(pid_t *)arg;
+    return getppid () == parent ? 0 : -1;
+}
+
 int
 main (void)
 {
@@ -113,6 +126,8 @@ main (void)
     ppm_rpc_server_handle (server, "echo.Echo", s_echo, &self);
     printf ("%s\n", ppm_rpc_server_endpoint (server));
     fflush (stdout);
+    pid_t parent = getppid ();
+    zloop_timer (self.loop, 200, 0, s_parent_check, &parent);
     zloop_start (self.loop); /* ends on SIGTERM/SIGINT (czmq's handler) */
 
     s_held_t *held = (s_held_t *)zlistx_first (self.held);
