@@ -27,7 +27,7 @@
 #include "services/rate/rate_server.h"
 
 #define S_REQUESTS 1024 /* distinct pre-packed requests, cycled */
-#define S_WINDOW   64   /* requests in flight for the throughput run */
+#define S_WINDOW   100  /* requests in flight for the throughput run (as bench_rpc_echo) */
 #define S_ROUNDS   7    /* alternating rate/echo rounds; medians reported */
 
 typedef struct {
