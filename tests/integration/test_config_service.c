@@ -296,6 +296,75 @@ test_violations_over_the_wire (void **state)
     protobuf_c_message_free_unpacked (&s->base, NULL);
 }
 
+/* Every setting at its boundaries through the wire: the value just inside
+   is stored, the value just outside is refused with that field named and
+   nothing applied. */
+static void
+test_every_setting_at_its_boundaries (void **state)
+{
+    (void)state;
+    char tenant[64];
+    s_tenant ("pro", tenant, NULL);
+    static const struct {
+        const char *field; /* set to good, then to bad */
+        const char *good;
+        const char *bad;
+        const char *named; /* the violation expected for bad */
+    } cases[] = {
+        {"enable_for", "call", "video", "enable_for"},
+        {"rate_scope", "individual", "everyone", "rate_scope"},
+        {"default_call_per_minute", "0", "-1", "default_call_per_minute"},
+        {"default_chat_per_minute", "99999", "100000000", "default_chat_per_minute"},
+        {"stripe_mode", "test", "sandbox", "stripe_mode"},
+        {"stripe_secret_key", "sk_test_goodgoodgood", "sk_live_wrongmode", "stripe_secret_key"},
+        {"stripe_restricted_key", "rk_test_goodgood", "sk_test_notrestricted",
+         "stripe_restricted_key"},
+        {"stripe_publishable_key", "pk_test_good", "pk_live_bad", "stripe_publishable_key"},
+        {"stripe_webhook_secret", "whsec_good", "whsecgood", "stripe_webhook_secret"},
+        {"terms_url", "http://a.example/t", "mailto:a@example.com", "terms_url"},
+        {"preset_minutes", "1,2,3,4,5,6", "1,2,3,4,5,6,7", "preset_minutes"},
+        {"preset_minutes", "120", "0", "preset_minutes[0]"},
+        {"currency", "JPY", "XYZ", "currency"},
+        {"billing_mode", "authorize", "postpaid", "billing_mode"},
+        {"rounding", "second", "hour", "rounding"},
+        {"warning_marks_s", "3600,1", "3601", "warning_marks_s[0]"},
+        {"grace_s", "600", "601", "grace_s"},
+        {"session_ttl_s", "86400", "59", "session_ttl_s"},
+        {"max_minutes_per_purchase", "240", "0", "max_minutes_per_purchase"},
+        {"max_session_minutes", "1440", "1441", "max_session_minutes"},
+        {"max_concurrent_sessions", "100", "101", "max_concurrent_sessions"},
+        {"free_trial_minutes", "60", "61", "free_trial_minutes"},
+        {"cors_allowed_origins", "https://a.example:8443", "https://a.example/x",
+         "cors_allowed_origins[0]"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        Ppm__V1__Settings *s = s_enabled (tenant);
+        s_set (s, "default_call_per_minute", "100"); /* fits every currency here */
+        s_set (s, "default_chat_per_minute", "100");
+        s_set (s, "preset_minutes", "1,10");
+        s_set (s, cases[i].field, cases[i].good);
+        Ppm__V1__Settings *stored = NULL;
+        ppm_status_t *status = s_put (tenant, s, 0, &stored);
+        if (status)
+            fail_msg ("%s=%s refused: %s", cases[i].field, cases[i].good,
+                      ppm_status_field_count (status) ? ppm_status_field_description (status, 0)
+                                                      : ppm_status_message (status));
+        int64_t version = stored->version;
+        protobuf_c_message_free_unpacked (&stored->base, NULL);
+        s_set (s, cases[i].field, cases[i].bad);
+        status = s_put (tenant, s, 0, NULL);
+        if (ppm_status_code (status) != PPM_INVALID_ARGUMENT ||
+            !ppm_status_field_find (status, cases[i].named))
+            fail_msg ("%s=%s: expected a violation on %s, got %s", cases[i].field, cases[i].bad,
+                      cases[i].named, ppm_code_name (ppm_status_code (status)));
+        ppm_status_destroy (&status);
+        Ppm__V1__Settings *now = s_get (tenant);
+        assert_int_equal (now->version, version); /* nothing applied */
+        protobuf_c_message_free_unpacked (&now->base, NULL);
+        protobuf_c_message_free_unpacked (&s->base, NULL);
+    }
+}
+
 static bool
 s_contains (const void *data, size_t size, const char *needle)
 {
@@ -766,6 +835,7 @@ main (void)
         cmocka_unit_test (test_plan_gating_both_ways),
         cmocka_unit_test (test_concurrency_conflict),
         cmocka_unit_test (test_violations_over_the_wire),
+        cmocka_unit_test (test_every_setting_at_its_boundaries),
         cmocka_unit_test (test_secrets_never_leak),
         cmocka_unit_test (test_admin_keys),
         cmocka_unit_test (test_rates_and_pagination),

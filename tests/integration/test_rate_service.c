@@ -382,6 +382,72 @@ test_live_refused_under_time_scale (void **state)
     ppm_status_destroy (&status);
 }
 
+/* The rate a quote gives (0 when free), polled until it is want or 2 s
+   passed; returns the last rate seen. */
+static int64_t
+s_expect_rate (const char *tenant, const char *payee, const char *roles, const char *kind,
+               int64_t want)
+{
+    int64_t rate = -1;
+    for (int i = 0; i < 100; i++) {
+        Ppm__V1__Quote *q = NULL;
+        s_ok (s_quote (s_rate_client, tenant, payee, roles, kind, &q));
+        rate = q->paid ? q->rate_per_minute : 0;
+        protobuf_c_message_free_unpacked (&q->base, NULL);
+        if (rate == want)
+            break;
+        zclock_sleep (20);
+    }
+    return rate;
+}
+
+static void
+test_precedence_each_scope_over_the_wire (void **state)
+{
+    (void)state;
+    char t[64];
+    s_new_tenant (t);
+    const char *base[] = {"enabled",
+                          "true",
+                          "terms_url",
+                          "https://example.com/t",
+                          "default_call_per_minute",
+                          "250",
+                          "default_chat_per_minute",
+                          "100",
+                          "rate_scope",
+                          "default",
+                          NULL};
+    s_put_settings (t, base);
+    s_user (t, "indiv", 300, -1); /* call only */
+    s_user (t, "zero", 0, 0);     /* explicitly free */
+    s_role (t, "coach", 200, 80, 1);
+    /* default: individual > default; roles ignored. */
+    assert_int_equal (s_expect_rate (t, "indiv", "coach", "call", 300), 300);
+    assert_int_equal (s_expect_rate (t, "indiv", "coach", "chat", 100), 100);
+    assert_int_equal (s_expect_rate (t, "other", "coach", "call", 250), 250);
+    assert_int_equal (s_expect_rate (t, "zero", "", "call", 0), 0);
+    /* roles: individual > role > default. */
+    const char *roles[] = {"rate_scope", "roles", NULL};
+    s_put_settings (t, roles);
+    assert_int_equal (s_expect_rate (t, "other", "coach", "call", 200), 200);
+    assert_int_equal (s_expect_rate (t, "other", "coach", "chat", 80), 80);
+    assert_int_equal (s_expect_rate (t, "indiv", "coach", "call", 300), 300);
+    assert_int_equal (s_expect_rate (t, "indiv", "coach", "chat", 80), 80);
+    assert_int_equal (s_expect_rate (t, "other", "", "chat", 100), 100);
+    /* individual: individual or free. */
+    const char *individual[] = {"rate_scope", "individual", NULL};
+    s_put_settings (t, individual);
+    assert_int_equal (s_expect_rate (t, "indiv", "coach", "call", 300), 300);
+    assert_int_equal (s_expect_rate (t, "indiv", "coach", "chat", 0), 0);
+    assert_int_equal (s_expect_rate (t, "other", "coach", "call", 0), 0);
+    assert_int_equal (s_expect_rate (t, "other", "", "chat", 0), 0);
+    /* A kind not enabled is free whatever the rates. */
+    const char *chat_only[] = {"enable_for", "chat", NULL};
+    s_put_settings (t, chat_only);
+    assert_int_equal (s_expect_rate (t, "indiv", "", "call", 0), 0);
+}
+
 int
 main (void)
 {
@@ -390,6 +456,7 @@ main (void)
         cmocka_unit_test (test_cross_tenant),
         cmocka_unit_test (test_change_visible_within_bound),
         cmocka_unit_test (test_live_refused_under_time_scale),
+        cmocka_unit_test (test_precedence_each_scope_over_the_wire),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }
