@@ -1120,10 +1120,33 @@ s_session_reply (s_self_t *self, s_ctx_t *ctx, ProtobufCMessage *msg)
     s_reply_json (ctx, 200, json);
 }
 
+/* After End: the session's statement from payment, when it is already
+   settled (settlement is asynchronous; without it charged/refunded stay 0
+   and "settled" is false). A payment service that does not answer does not
+   fail the End, which has happened. */
+static void
+s_on_totals (const ppm_status_t *status, const uint8_t *payload, size_t size, void *arg)
+{
+    s_ctx_t *ctx = arg;
+    json_t *json = ctx->fanout_json;
+    ctx->fanout_json = NULL;
+    if (!status) {
+        Ppm__V1__SessionTotalsReply *totals =
+            ppm__v1__session_totals_reply__unpack (NULL, size, payload);
+        if (totals && totals->settled) {
+            json_object_set_new (json, "charged", json_integer (totals->charged));
+            json_object_set_new (json, "refunded", json_integer (totals->refunded));
+            json_object_set_new (json, "settled", json_true ());
+        }
+        if (totals)
+            ppm__v1__session_totals_reply__free_unpacked (totals, NULL);
+    }
+    s_reply_json (ctx, 200, json);
+}
+
 static void
 s_end_reply (s_self_t *self, s_ctx_t *ctx, ProtobufCMessage *msg)
 {
-    (void)self;
     Ppm__V1__EndReply *reply = (Ppm__V1__EndReply *)msg;
     json_t *json = reply->session ? gateway_session_json (reply->session) : json_object ();
     json_object_set_new (json, "used_ms", json_integer (reply->used_ms));
@@ -1131,8 +1154,26 @@ s_end_reply (s_self_t *self, s_ctx_t *ctx, ProtobufCMessage *msg)
     json_object_set_new (json, "charged", json_integer (reply->charged));
     json_object_set_new (json, "refunded", json_integer (reply->refunded));
     json_object_set_new (json, "already_ended", json_boolean (reply->already_ended));
+    json_object_set_new (json, "settled", json_false ());
+    bool paid = reply->session && reply->session->paid;
     protobuf_c_message_free_unpacked (msg, NULL);
-    s_reply_json (ctx, 200, json);
+    if (!paid || self->stopping) {
+        s_reply_json (ctx, 200, json);
+        return;
+    }
+    ctx->fanout_json = json;
+    Ppm__V1__SessionTotalsRequest totals = PPM__V1__SESSION_TOTALS_REQUEST__INIT;
+    totals.tenant_id = ctx->tenant;
+    totals.session_id = (char *)gateway_match_param (&ctx->match, "id");
+    ppm_rpc_req_t req = {.method = "payment.SessionTotals",
+                         .tenant = ctx->tenant,
+                         .trace_id = ctx->trace_id,
+                         .timeout_ms = 500,
+                         .idempotent = true};
+    if (ppm_rpc_client_call (self->payment_rpc, &req, &totals.base, s_on_totals, ctx) != 0) {
+        ctx->fanout_json = NULL;
+        s_reply_json (ctx, 200, json);
+    }
 }
 
 static void

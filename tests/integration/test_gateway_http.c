@@ -352,6 +352,14 @@ s_fake_payment (ppm_rpc_call_t *call, const char *method)
         reply.csv.data = (uint8_t *)csv;
         reply.csv.len = strlen (csv);
         ppm_rpc_call_reply (&call, &reply.base);
+    } else if (streq (method, "payment.SessionTotals")) {
+        Ppm__V1__SessionTotalsReply reply = PPM__V1__SESSION_TOTALS_REPLY__INIT;
+        reply.session_id = "s_1";
+        reply.currency = "USD";
+        reply.settled = true;
+        reply.charged = 500;
+        reply.refunded = 2000;
+        ppm_rpc_call_reply (&call, &reply.base);
     } else if (streq (method, "payment.Earnings")) {
         Ppm__V1__PayeeEarnings e = PPM__V1__PAYEE_EARNINGS__INIT;
         e.payee = "u_payee";
@@ -442,6 +450,7 @@ s_fakes_actor (zsock_t *pipe, void *args)
                              "payment.List",
                              "payment.ExportCsv",
                              "payment.Earnings",
+                             "payment.SessionTotals",
                              NULL};
     const char *prefixes[] = {"config.", "rate.", "payment.", "metering."};
     char *outs[] = {s_ep.config, s_ep.rate, s_ep.payment, s_ep.metering};
@@ -920,7 +929,10 @@ test_sessions (void **state)
     s_http ("POST", "/v1/sessions/s_1/end", s_token_payer, "{}", &r);
     assert_int_equal (r.status, 200);
     assert_non_null (strstr (r.body, "\"used_ms\":61000"));
-    assert_non_null (strstr (r.body, "\"charged\":0"));
+    /* charged and refunded come from payment's statement once settled */
+    assert_non_null (strstr (r.body, "\"charged\":500"));
+    assert_non_null (strstr (r.body, "\"refunded\":2000"));
+    assert_non_null (strstr (r.body, "\"settled\":true"));
     assert_non_null (strstr (r.body, "\"state\":\"ended\""));
     s_http ("POST", "/v1/sessions/s_1/end", s_token_payer, "{\"now\":1}", &r);
     assert_int_equal (r.status, 400);
