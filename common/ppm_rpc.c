@@ -32,6 +32,7 @@
 #define S_HWM              100000
 #define S_BACKOFF_FIRST_MS 50
 #define S_BACKOFF_MAX_MS   1000
+#define S_POOL_MAX         256 /* spare calls / pending entries kept for reuse */
 #define S_ERROR_TEXT_MAX   PPM_STATUS_TEXT_MAX
 #define S_METHOD_ECHO_MAX  64
 
@@ -264,12 +265,15 @@ struct _ppm_rpc_server_t {
     int port;              /* its TCP port, 0 for other transports */
     zhashx_t *methods;     /* method name -> s_method_t */
     zlistx_t *calls;       /* calls handed to handlers and not yet ended */
+    ppm_rpc_call_t *spare; /* ended calls kept for reuse (linked by next) */
+    size_t spare_count;    /* how many */
     uint64_t requests;     /* messages read */
     uint64_t rejected;     /* messages answered or dropped without a handler */
 };
 
 struct _ppm_rpc_call_t {
     ppm_rpc_server_t *server;    /* NULL once the server is destroyed */
+    ppm_rpc_call_t *next;        /* in server->spare while unused */
     void *handle;                /* our entry in server->calls */
     zframe_t *routing_id;        /* the ROUTER peer to answer */
     Ppm__V1__Envelope *envelope; /* the unpacked request, in arena */
@@ -346,6 +350,19 @@ s_server_drop (ppm_rpc_server_t *self, const char *why)
     ppm_log_debug ("rpc: dropped a message: %s", why);
 }
 
+/* Frees a call's memory, or keeps it for the next request. */
+static void
+s_call_release (ppm_rpc_call_t *call)
+{
+    ppm_rpc_server_t *server = call->server;
+    if (server && server->spare_count < S_POOL_MAX) {
+        call->next = server->spare;
+        server->spare = call;
+        server->spare_count++;
+    } else
+        free (call);
+}
+
 /* Checks one request (routing id, first body frame, number of body
    frames) and hands it to its handler or rejects it. Takes the frames. */
 static void
@@ -357,9 +374,18 @@ s_server_dispatch (ppm_rpc_server_t *self, zframe_t **routing_id_p, zframe_t **b
     *routing_id_p = NULL;
     *body_p = NULL;
     self->requests++;
-    ppm_rpc_call_t *call = (ppm_rpc_call_t *)malloc (sizeof (ppm_rpc_call_t));
-    assert (call);
+    /* Calls are reused: with many in flight, glibc's small per-thread
+       cache runs dry and every call would go through the arena's locks. */
+    ppm_rpc_call_t *call = self->spare;
+    if (call) {
+        self->spare = call->next;
+        self->spare_count--;
+    } else {
+        call = (ppm_rpc_call_t *)malloc (sizeof (ppm_rpc_call_t));
+        assert (call);
+    }
     call->server = self;
+    call->next = NULL;
     call->handle = NULL;
     call->routing_id = NULL;
     s_arena_init (&call->arena, call->arena_buf, sizeof call->arena_buf);
@@ -420,7 +446,7 @@ s_server_dispatch (ppm_rpc_server_t *self, zframe_t **routing_id_p, zframe_t **b
 cleanup:
     if (env)
         ppm__v1__envelope__free_unpacked (env, &call->arena.base);
-    free (call);
+    s_call_release (call);
     zframe_destroy (&routing_id);
     zframe_destroy (&body);
 }
@@ -548,6 +574,11 @@ ppm_rpc_server_destroy (ppm_rpc_server_t **self_p)
     }
     zsock_destroy (&self->router);
     zhashx_destroy (&self->methods);
+    while (self->spare) {
+        ppm_rpc_call_t *next = self->spare->next;
+        free (self->spare);
+        self->spare = next;
+    }
     zstr_free (&self->endpoint);
     free (self);
     *self_p = NULL;
@@ -675,7 +706,7 @@ s_call_destroy (ppm_rpc_call_t **call_p)
         zlistx_delete (call->server->calls, call->handle);
     zframe_destroy (&call->routing_id);
     ppm__v1__envelope__free_unpacked (call->envelope, &call->arena.base);
-    free (call);
+    s_call_release (call);
     *call_p = NULL;
 }
 
@@ -738,7 +769,9 @@ ppm_rpc_call_discard (ppm_rpc_call_t **call_p)
 
 /* ---- client ----------------------------------------------------------- */
 
-typedef struct {
+typedef struct _s_pending_t s_pending_t;
+struct _s_pending_t {
+    s_pending_t *next;    /* in the client's spare list while unused */
     uint64_t id;          /* request id; also the hash key */
     zframe_t *request;    /* packed envelope, kept while it may be re-sent */
     int64_t deadline;     /* local expiry, monotonic ms */
@@ -746,7 +779,7 @@ typedef struct {
     int64_t backoff_ms;   /* interval before the re-send after that */
     ppm_rpc_reply_fn *fn; /* callback */
     void *arg;            /* its argument */
-} s_pending_t;
+};
 
 struct _ppm_rpc_client_t {
     zsock_t *dealer;      /* connected DEALER */
@@ -761,6 +794,8 @@ struct _ppm_rpc_client_t {
     zhashx_t *pending;    /* request id -> s_pending_t */
     uint64_t dropped;     /* replies that matched no pending call or were malformed */
     uint64_t resent;      /* re-sends of idempotent requests */
+    s_pending_t *spare;   /* finished entries kept for reuse */
+    size_t spare_count;   /* how many */
 };
 
 static size_t
@@ -779,13 +814,18 @@ s_id_compare (const void *a, const void *b)
 }
 
 static void
-s_pending_free (s_pending_t **item_p)
+s_pending_free (ppm_rpc_client_t *self, s_pending_t **item_p)
 {
     s_pending_t *item = *item_p;
     if (!item)
         return;
     zframe_destroy (&item->request);
-    free (item);
+    if (self->spare_count < S_POOL_MAX) {
+        item->next = self->spare;
+        self->spare = item;
+        self->spare_count++;
+    } else
+        free (item);
     *item_p = NULL;
 }
 
@@ -796,7 +836,7 @@ s_pending_complete (ppm_rpc_client_t *self, s_pending_t *item, const ppm_status_
 {
     zhashx_delete (self->pending, &item->id);
     item->fn (status, status ? NULL : payload, status ? 0 : size, item->arg);
-    s_pending_free (&item);
+    s_pending_free (self, &item);
 }
 
 static int s_client_timer (zloop_t *loop, int timer_id, void *arg);
@@ -1016,6 +1056,11 @@ ppm_rpc_client_destroy (ppm_rpc_client_t **self_p)
         ppm_status_destroy (&status);
         zhashx_destroy (&self->pending);
     }
+    while (self->spare) {
+        s_pending_t *next = self->spare->next;
+        free (self->spare);
+        self->spare = next;
+    }
     if (self->loop) {
         if (self->timer_id != -1)
             zloop_timer_end (self->loop, self->timer_id);
@@ -1133,8 +1178,15 @@ s_client_send (ppm_rpc_client_t *self, const ppm_rpc_req_t *req, const ProtobufC
         zframe_destroy (&copy);
         return NULL;
     }
-    s_pending_t *item = (s_pending_t *)zmalloc (sizeof (s_pending_t));
-    assert (item);
+    s_pending_t *item = self->spare;
+    if (item) {
+        self->spare = item->next;
+        self->spare_count--;
+        memset (item, 0, sizeof *item);
+    } else {
+        item = (s_pending_t *)zmalloc (sizeof (s_pending_t));
+        assert (item);
+    }
     int64_t now = s_mono_ms ();
     item->id = env.request_id;
     item->request = copy;
