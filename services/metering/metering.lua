@@ -139,7 +139,9 @@ local function nextdl()
   end
   return best
 end
-local function reply(flags)
+-- lean: 'tick' leaves the snapshot out when nothing happened that needs
+-- it; 'none' always leaves it out.
+local function reply(flags, lean)
   if #W > 0 then redis.call('HSET', k, unpack(W)) end
   if num('j') < num('q') then flags = flags + 2 end
   local s = num('s')
@@ -148,6 +150,7 @@ local function reply(flags)
   end
   local r = {0, '', flags, nextdl(), #EV / 9}
   for i = 1, #EV do r[#r + 1] = EV[i] end
+  if lean == 'none' or (lean == 'tick' and #EV == 0 and flags % 8 < 2) then return r end
   for f, v in pairs(S) do
     r[#r + 1] = f
     r[#r + 1] = v
@@ -178,21 +181,21 @@ if ARGV[3] ~= '' and S.t ~= ARGV[3] then return fail(5, 'session not found') end
 
 if op == 'tick' then
   advance(now)
-  return reply(0)
+  return reply(0, 'tick')
 end
 if op == 'jmark' then
   if num('j') < tonumber(ARGV[4]) then set('j', tonumber(ARGV[4])) end
-  return reply(0)
+  return reply(0, 'none')
 end
 if op == 'fin' then
   local s = num('s')
-  if S.Z == '1' then return reply(1) end
+  if S.Z == '1' then return reply(1, 'none') end
   if s == 5 or (s == 4 and num('e') + num('g') * 1000 <= now) then
     set('Z', '1')
     redis.call('HSET', k, unpack(W))
     W = {}
     redis.call('PEXPIRE', k, tonumber(ARGV[4]))
-    return reply(0)
+    return reply(0, 'none')
   end
   return fail(9, 'not finished')
 end

@@ -446,6 +446,107 @@ metering_db_finalize (ppm_pg_t *pg, const metering_snap_t *snap, int64_t now_ms,
                   "finalize");
 }
 
+typedef struct {
+    size_t n;
+    const metering_snap_t *const *snaps;
+    int64_t now_ms;
+    int64_t now_real_ms;
+} s_final_many_t;
+
+static ppm_pg_result_t
+s_final_many_tx (ppm_pg_t *pg, void *arg)
+{
+    s_final_many_t *tx = arg;
+    metering_snap_t *copies = calloc (tx->n, sizeof *copies);
+    const metering_snap_t **ptrs = calloc (tx->n, sizeof *ptrs);
+    s_array_t a[10];
+    for (int c = 0; c < 10; c++)
+        s_array_open (&a[c]);
+    ppm_pg_result_t rc = PPM_PG_ERROR;
+    if (!copies || !ptrs)
+        goto cleanup;
+    for (size_t i = 0; i < tx->n; i++) {
+        const metering_snap_t *s = tx->snaps[i];
+        copies[i] = *s;
+        copies[i].finalized = true;
+        ptrs[i] = &copies[i];
+        int64_t billed = 0;
+        if (metering_snap_billed (s, tx->now_ms, &billed))
+            billed = s->paid_amount;
+        s_array_text (&a[0], s->session_id);
+        s_array_text (&a[1], s->tenant);
+        s_array_int (&a[2], metering_snap_used (s, tx->now_ms));
+        s_array_int (&a[3], metering_snap_paid_used (s, tx->now_ms));
+        s_array_int (&a[4], billed);
+        s_array_text (&a[5], s->currency);
+        s_array_int (&a[6], s->ended_ms);
+        s_array_text (&a[7], metering_end_name (s->end_reason));
+        s_array_int (&a[8], tx->now_real_ms);
+        s_array_int (&a[9], tx->now_ms);
+    }
+    const char *params[10];
+    int bad = 0;
+    for (int c = 0; c < 10; c++) {
+        bad |= s_array_close (&a[c]);
+        params[c] = a[c].text;
+    }
+    if (bad || metering_db_save (pg, tx->n, ptrs, tx->now_ms))
+        goto cleanup;
+    PGresult *res = NULL;
+    rc = ppm_pg_exec (pg,
+                      "INSERT INTO metering.settlements (session_id, tenant_id, used_ms, "
+                      "paid_used_ms, billed_amount, currency, ended_ms, reason, next_attempt_ms, "
+                      "created_ms) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], "
+                      "$4::bigint[], $5::bigint[], $6::text[], $7::bigint[], $8::text[], "
+                      "$9::bigint[], $10::bigint[]) ON CONFLICT (session_id) DO NOTHING "
+                      "RETURNING session_id",
+                      10, params, &res);
+    if (rc != PPM_PG_OK)
+        goto cleanup;
+    /* Unused free-trial time goes back, once (only for rows inserted now). */
+    int rows = PQntuples (res);
+    for (int r = 0; r < rows && rc == PPM_PG_OK; r++) {
+        const char *sid = PQgetvalue (res, r, 0);
+        for (size_t i = 0; i < tx->n; i++) {
+            const metering_snap_t *s = tx->snaps[i];
+            if (s->trial_ms <= 0 || strcmp (s->session_id, sid))
+                continue;
+            int64_t used = metering_snap_used (s, tx->now_ms);
+            int64_t unused = s->trial_ms - (used < s->trial_ms ? used : s->trial_ms);
+            if (unused > 0) {
+                char text[24];
+                snprintf (text, sizeof text, "%lld", (long long)unused);
+                const char *p[] = {s->tenant, s->payer, s->payee, text};
+                rc = ppm_pg_exec (pg,
+                                  "UPDATE metering.trials SET used_ms = GREATEST(0, used_ms - "
+                                  "$4::bigint) WHERE tenant_id = $1 AND payer = $2 AND payee = $3",
+                                  4, p, NULL);
+            }
+        }
+    }
+    PQclear (res);
+cleanup:
+    for (int c = 0; c < 10; c++) {
+        if (a[c].f)
+            fclose (a[c].f);
+        free (a[c].text);
+    }
+    free (copies);
+    free (ptrs);
+    return rc;
+}
+
+int
+metering_db_finalize_many (ppm_pg_t *pg, size_t n, const metering_snap_t *const *snaps,
+                           int64_t now_ms, int64_t now_real_ms)
+{
+    if (n == 0)
+        return 0;
+    s_final_many_t tx = {n, snaps, now_ms, now_real_ms};
+    return s_log (pg, ppm_pg_transaction (pg, PPM_PG_READ_COMMITTED, 3, s_final_many_tx, &tx),
+                  "finalize");
+}
+
 int
 metering_db_settle_due (ppm_pg_t *pg, int64_t now_real_ms, metering_settle_t *out, int max)
 {

@@ -58,6 +58,10 @@ int metering_db_payment_record (ppm_pg_t *pg, const metering_snap_t *snap, const
 int metering_db_finalize (ppm_pg_t *pg, const metering_snap_t *snap, int64_t now_ms,
                           int64_t now_real_ms);
 
+/* The same for n sessions in one transaction (the tick's batches). */
+int metering_db_finalize_many (ppm_pg_t *pg, size_t n, const metering_snap_t *const *snaps,
+                               int64_t now_ms, int64_t now_real_ms);
+
 /* A settlement to deliver. */
 typedef struct {
     char session_id[METERING_SID_LEN + 1];

@@ -46,6 +46,13 @@ typedef struct {
     int64_t score;                  /* the entry's score when read */
 } s_due_t;
 
+/* A session the tick must still write to PostgreSQL. */
+typedef struct {
+    metering_snap_t snap; /* its state after the transition */
+    uint32_t bucket;      /* its bucket */
+    int64_t score;        /* the score its entry was given */
+} s_pending_t;
+
 typedef struct {
     metering_config_t cfg;            /* copied configuration (strings owned below) */
     char *strings[6];                 /* owned copies of the config strings */
@@ -68,6 +75,12 @@ typedef struct {
     metering_result_t *marks;         /* S_CHUNK results of journal marks */
     size_t settles_in_flight;         /* payment.Settle calls awaiting a reply */
     int64_t finalize_until;           /* zclock_mono deadline for finalizing in this tick */
+    s_pending_t *journal;             /* this tick's snapshots for PostgreSQL */
+    size_t journal_count;             /* used */
+    size_t journal_size;              /* allocated */
+    s_pending_t *finals;              /* this tick's sessions to finalize */
+    size_t finals_count;              /* used */
+    size_t finals_size;               /* allocated */
 } self_t;
 
 /* ---- events ------------------------------------------------------------ */
@@ -198,9 +211,31 @@ s_by_bucket (const void *a, const void *b)
     return (x->bucket > y->bucket) - (x->bucket < y->bucket);
 }
 
-/* Runs one chunk of due sessions: scripts pipelined, snapshots of those
-   PostgreSQL lacks written in one statement, finalizations, then the
-   bucket entries compare-and-set per bucket. */
+/* Appends to a growing array of s_pending_t; false when out of memory. */
+static bool
+s_push (s_pending_t **list, size_t *count, size_t *size, const metering_snap_t *snap,
+        uint32_t bucket, int64_t score)
+{
+    if (*count == *size) {
+        size_t more = *size ? *size * 2 : 256;
+        s_pending_t *grown = realloc (*list, more * sizeof *grown);
+        if (!grown)
+            return false;
+        *list = grown;
+        *size = more;
+    }
+    s_pending_t *p = &(*list)[(*count)++];
+    p->snap = *snap;
+    p->bucket = bucket;
+    p->score = score;
+    return true;
+}
+
+/* Phase 1 for one chunk of due sessions: scripts pipelined, events
+   published at once, entries compare-and-set per bucket. Sessions whose
+   snapshot PostgreSQL lacks, or that are over for good, are queued for
+   the later phases with an entry a little ahead (so a crash before those
+   phases only delays them by S_RETRY_MS). */
 static void
 s_tick_chunk (self_t *self, s_due_t *due, size_t n, int64_t now)
 {
@@ -210,11 +245,6 @@ s_tick_chunk (self_t *self, s_due_t *due, size_t n, int64_t now)
     metering_result_t *res = self->results;
     if (metering_store_op_many (self->store, n, sids, "tick", now, NULL, res))
         return;
-    const metering_snap_t *journal[S_CHUNK];
-    const char *seqs[S_CHUNK];
-    const char *jsids[S_CHUNK];
-    char seqbuf[S_CHUNK][24];
-    size_t nj = 0;
     int64_t next[S_CHUNK];
     for (size_t i = 0; i < n; i++) {
         next[i] = due[i].score; /* unparsable: leave the entry as it is */
@@ -226,35 +256,25 @@ s_tick_chunk (self_t *self, s_due_t *due, size_t n, int64_t now)
         }
         s_publish_all (self, &res[i]);
         next[i] = res[i].next_ms;
+        int64_t retry = now + S_RETRY_MS;
         if (res[i].flags & METERING_R_JOURNAL) {
-            journal[nj] = &res[i].snap;
-            snprintf (seqbuf[nj], 24, "%llu", (unsigned long long)res[i].snap.seq);
-            seqs[nj] = seqbuf[nj];
-            jsids[nj] = res[i].snap.session_id;
-            nj++;
+            if (next[i] < 0 || next[i] > retry)
+                next[i] = retry;
+            s_push (&self->journal, &self->journal_count, &self->journal_size, &res[i].snap,
+                    due[i].bucket, next[i]);
         }
-    }
-    if (nj > 0) {
-        if (metering_db_save (self->pg, nj, journal, now) == 0)
-            metering_store_op_many (self->store, nj, jsids, "jmark", now, seqs, self->marks);
-        else
-            for (size_t i = 0; i < n; i++)
-                if (res[i].code == 0 && (res[i].flags & METERING_R_JOURNAL) && next[i] >= 0)
-                    next[i] = next[i] < now + S_RETRY_MS ? next[i] : now + S_RETRY_MS;
-    }
-    /* Finalizing (settlement rows) never delays transitions: not in the
-       tick that made the transition, and only within half a tick's time;
-       the rest stay due for the next tick. */
-    for (size_t i = 0; i < n; i++)
-        if (res[i].code == 0 && (res[i].flags & METERING_R_FINALIZE)) {
-            if (res[i].nevents > 0 || zclock_mono () > self->finalize_until)
+        if (res[i].flags & METERING_R_FINALIZE) {
+            /* Never in the tick that made the transition (its journal
+               write comes first); then in batches. */
+            if (res[i].nevents > 0)
                 next[i] = now;
-            else if (s_finalize (self, &res[i], now) == 0)
-                next[i] = -1;
-            else
-                next[i] = now + S_RETRY_MS;
+            else {
+                next[i] = retry;
+                s_push (&self->finals, &self->finals_count, &self->finals_size, &res[i].snap,
+                        due[i].bucket, next[i]);
+            }
         }
-    /* Compare-and-set per bucket (due is sorted by bucket). */
+    }
     size_t start = 0;
     while (start < n) {
         size_t end = start;
@@ -267,6 +287,80 @@ s_tick_chunk (self_t *self, s_due_t *due, size_t n, int64_t now)
                               next + start);
         start = end;
     }
+}
+
+/* Phase 2: snapshots to PostgreSQL in batches, then marked journaled. */
+static void
+s_tick_journal (self_t *self, int64_t now)
+{
+    for (size_t at = 0; at < self->journal_count; at += S_CHUNK) {
+        size_t n = self->journal_count - at < S_CHUNK ? self->journal_count - at : S_CHUNK;
+        const metering_snap_t *snaps[S_CHUNK];
+        const char *sids[S_CHUNK];
+        const char *seqs[S_CHUNK];
+        char seqbuf[S_CHUNK][24];
+        for (size_t i = 0; i < n; i++) {
+            s_pending_t *p = &self->journal[at + i];
+            snaps[i] = &p->snap;
+            sids[i] = p->snap.session_id;
+            snprintf (seqbuf[i], sizeof seqbuf[i], "%llu", (unsigned long long)p->snap.seq);
+            seqs[i] = seqbuf[i];
+        }
+        /* On failure the entries (at most S_RETRY_MS ahead) bring them back. */
+        if (metering_db_save (self->pg, n, snaps, now) == 0)
+            metering_store_op_many (self->store, n, sids, "jmark", now, seqs, self->marks);
+    }
+    self->journal_count = 0;
+}
+
+static int
+s_by_pending_bucket (const void *a, const void *b)
+{
+    const s_pending_t *x = a;
+    const s_pending_t *y = b;
+    return (x->bucket > y->bucket) - (x->bucket < y->bucket);
+}
+
+/* Phase 3: sessions over for good get their settlement rows in batches,
+   within half a tick of time; the rest wait for the next tick. */
+static void
+s_tick_finalize (self_t *self, int64_t now)
+{
+    qsort (self->finals, self->finals_count, sizeof *self->finals, s_by_pending_bucket);
+    for (size_t at = 0; at < self->finals_count; at += S_CHUNK) {
+        if (zclock_mono () > self->finalize_until)
+            break;
+        size_t n = self->finals_count - at < S_CHUNK ? self->finals_count - at : S_CHUNK;
+        const metering_snap_t *snaps[S_CHUNK];
+        const char *sids[S_CHUNK];
+        const char *rets[S_CHUNK];
+        char ret[24];
+        snprintf (ret, sizeof ret, "%lld", (long long)self->cfg.retention_ms);
+        for (size_t i = 0; i < n; i++) {
+            snaps[i] = &self->finals[at + i].snap;
+            sids[i] = self->finals[at + i].snap.session_id;
+            rets[i] = ret;
+        }
+        if (metering_db_finalize_many (self->pg, n, snaps, now, ppm_clock_real_ms ()))
+            break;
+        metering_store_op_many (self->store, n, sids, "fin", now, rets, self->marks);
+        size_t start = 0;
+        while (start < n) {
+            size_t end = start;
+            uint32_t bucket = self->finals[at + start].bucket;
+            while (end < n && self->finals[at + end].bucket == bucket)
+                end++;
+            int64_t olds[S_CHUNK];
+            int64_t gone[S_CHUNK];
+            for (size_t i = start; i < end; i++) {
+                olds[i - start] = self->finals[at + i].score;
+                gone[i - start] = -1;
+            }
+            metering_store_rearm (self->store, bucket, end - start, sids + start, olds, gone);
+            start = end;
+        }
+    }
+    self->finals_count = 0;
 }
 
 static int
@@ -293,6 +387,8 @@ s_tick (zloop_t *loop, int timer_id, void *arg)
         size_t n = self->due_count - i < S_CHUNK ? self->due_count - i : S_CHUNK;
         s_tick_chunk (self, self->due + i, n, now);
     }
+    s_tick_journal (self, now);
+    s_tick_finalize (self, now);
     return 0;
 }
 
@@ -1133,6 +1229,8 @@ metering_server_actor (zsock_t *pipe, void *args)
     free (self->due);
     free (self->results);
     free (self->marks);
+    free (self->journal);
+    free (self->finals);
     for (int i = 0; i < 6; i++)
         free (self->strings[i]);
     free (self);

@@ -267,8 +267,9 @@ test_topup_end_exact_and_idempotent (void **state)
     const char *ret[] = {"60000"};
     assert_int_equal (metering_store_op (s_store, sid, "fin", T0 + 120000, "", 1, ret, &s_res), 0);
     assert_int_equal (s_res.code, 0);
-    assert_true (s_res.snap.finalized);
     assert_int_equal (s_res.next_ms, -1);
+    assert_int_equal (metering_store_get (s_store, sid, &s_res.snap), 1);
+    assert_true (s_res.snap.finalized);
 }
 
 static void
