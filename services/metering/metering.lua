@@ -209,9 +209,9 @@ local function party()
 end
 
 if op == 'fund' then
-  -- ARGV[4] payment_id, [5] add_ms, [6] amount, [7] currency
+  -- ARGV[4] payment field (metering_payment_field), [5] add_ms, [6] amount, [7] currency
   advance(now)
-  local pf = 'p:' .. ARGV[4]
+  local pf = ARGV[4]
   if S[pf] then return reply(1) end
   local s = num('s')
   if s == 5 or (s == 4 and (S.Z == '1' or num('e') + num('g') * 1000 <= now)) then

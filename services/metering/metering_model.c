@@ -88,6 +88,20 @@ metering_bucket_of (const char *sid, uint32_t buckets)
     return buckets ? h % buckets : 0;
 }
 
+void
+metering_payment_field (const char *payment_id, char *out)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (const char *p = payment_id; *p; p++) {
+        h ^= (uint8_t)*p;
+        h *= 1099511628211ULL;
+    }
+    out[0] = 'p';
+    for (int i = 0; i < 8; i++)
+        out[1 + i] = s_b32[(h >> (5 * i)) & 31];
+    out[9] = '\0';
+}
+
 bool
 metering_id_valid (const char *text)
 {
@@ -519,7 +533,13 @@ metering_create_fields (const Ppm__V1__CreateRequest *req, const char *tenant, i
     int n = 0;
 #define KV_S(name, val) (kv[n].f = (name), snprintf (kv[n].v, sizeof kv[n].v, "%s", (val)), n++)
 #define KV_I(name, val)                                                                            \
-    (kv[n].f = (name), snprintf (kv[n].v, sizeof kv[n].v, "%lld", (long long)(val)), n++)
+    do {                                                                                           \
+        if ((val) != 0) {                                                                          \
+            kv[n].f = (name);                                                                      \
+            snprintf (kv[n].v, sizeof kv[n].v, "%lld", (long long)(val));                          \
+            n++;                                                                                   \
+        }                                                                                          \
+    } while (0)
     KV_S ("t", tenant);
     KV_S ("a", req->payer);
     KV_S ("b", req->payee);
@@ -530,7 +550,8 @@ metering_create_fields (const Ppm__V1__CreateRequest *req, const char *tenant, i
     KV_I ("o", flags);
     KV_I ("r", q->paid ? q->rate_per_minute : 0);
     KV_S ("c", q->currency && *q->currency ? q->currency : "-");
-    KV_S ("w", marks);
+    if (marks[0])
+        KV_S ("w", marks);
     KV_I ("g", q->grace_s);
     KV_I ("x", q->session_ttl_s);
     KV_I ("m", q->max_session_minutes);

@@ -19,8 +19,10 @@
     x session_ttl_s, m max_session_minutes, f funded ms, T trial ms, M paid
     amount, u used ms at the anchor, v anchor (active since, ppm ms), h last
     heartbeat, y warning marks passed, e ended/expired at, n end reason, j
-    seq journaled to PostgreSQL, Z finalized (settlement recorded),
-    p:<payment_id> ms credited by that payment.
+    seq journaled to PostgreSQL, Z finalized (settlement recorded), and per
+    payment applied "p" + 8 base32 characters of a 40-bit hash of its id
+    (metering_payment_field) → ms credited. Fields whose value is 0 or
+    empty are left out (read as 0): every byte counts a million times.
 */
 #ifndef METERING_MODEL_H_INCLUDED
 #define METERING_MODEL_H_INCLUDED
@@ -97,6 +99,11 @@ uint32_t metering_bucket_of (const char *sid, uint32_t buckets);
 /* Whether text is a usable id (tenant, payer, payee, payment): 1..64 of
    [A-Za-z0-9_.:@-]. */
 bool metering_id_valid (const char *text);
+
+/* The hash field recording that payment_id was applied: "p" + 8 base32
+   characters (40 bits of FNV-1a 64; a session holds a handful of
+   payments, so a collision is out of reach). out holds 10 bytes. */
+void metering_payment_field (const char *payment_id, char *out);
 
 /* Resets snap and fills it field by field from the hash (returns -1 on a
    field whose value is malformed). */

@@ -411,7 +411,7 @@ s_rebuild_payment (const char *payment_id, int64_t added_ms, void *arg)
     s_rebuild_t *rb = arg;
     if (rb->npay >= 24)
         return;
-    snprintf (rb->pay[rb->npay], 96, "p:%s", payment_id);
+    metering_payment_field (payment_id, rb->pay[rb->npay]);
     snprintf (rb->payv[rb->npay], 24, "%lld", (long long)added_ms);
     rb->npay++;
 }
@@ -802,7 +802,9 @@ s_fund (ppm_rpc_call_t *call, void *arg)
     char amount[24];
     snprintf (add, sizeof add, "%lld", (long long)(req->minutes * 60000));
     snprintf (amount, sizeof amount, "%lld", (long long)req->amount);
-    const char *argv[] = {req->payment_id, add, amount, req->currency};
+    char pfield[12];
+    metering_payment_field (req->payment_id, pfield);
+    const char *argv[] = {pfield, add, amount, req->currency};
     s_prearm (self, req->session_id, now);
     metering_result_t res;
     if (metering_store_op (self->store, req->session_id, "fund", now, tenant, 4, argv, &res)) {

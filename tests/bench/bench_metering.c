@@ -117,7 +117,9 @@ s_fill (metering_store_t *store, size_t n, int64_t now, int64_t deadline_lo, int
         snprintf (snow, sizeof snow, "%lld", (long long)now);
         snprintf (sf, sizeof sf, "%lld", (long long)funded);
         snprintf (sv, sizeof sv, "%lld", (long long)(deadline - funded));
-        snprintf (pf, sizeof pf, "p:pi_%020zu", i);
+        char pid[32];
+        snprintf (pid, sizeof pid, "pay_%020zu", i);
+        metering_payment_field (pid, pf);
         snprintf (score, sizeof score, "%lld", (long long)deadline);
         const char *argv[80];
         int argc = 0;

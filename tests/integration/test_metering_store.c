@@ -88,7 +88,9 @@ s_fund (const char *sid, int64_t at, const char *pid, int64_t ms, metering_resul
 {
     char add[24];
     snprintf (add, sizeof add, "%lld", (long long)ms);
-    const char *argv[] = {pid, add, "1000", "USD"};
+    char pfield[12];
+    metering_payment_field (pid, pfield);
+    const char *argv[] = {pfield, add, "1000", "USD"};
     assert_int_equal (metering_store_op (s_store, sid, "fund", at, "t1", 4, argv, res), 0);
 }
 
