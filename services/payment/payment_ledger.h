@@ -59,6 +59,7 @@ typedef struct {
     int64_t amount;
     char currency[8]; /* upper case */
     payment_state_t state;
+    payment_state_t previous; /* after payment_ledger_apply: the state before */
     int seq; /* 1, 2, … within the session */
     int64_t captured;
     int64_t refunded;
