@@ -17,91 +17,91 @@
 /* ---- schema --------------------------------------------------------------- */
 
 static const ppm_migration_t s_migrations[] = {
-    { 1, "ledger",
-      "CREATE SCHEMA IF NOT EXISTS payment;"
-      "CREATE TABLE payment.customers ("
-      "  tenant_id text NOT NULL, payer text NOT NULL,"
-      "  mode text NOT NULL CHECK (mode IN ('test','live')),"
-      "  stripe_customer text NOT NULL, created_at_ms bigint NOT NULL,"
-      "  PRIMARY KEY (tenant_id, payer, mode));"
-      "CREATE TABLE payment.payments ("
-      "  payment_id text PRIMARY KEY, tenant_id text NOT NULL, session_id text NOT NULL,"
-      "  payer text NOT NULL, payee text NOT NULL,"
-      "  mode text NOT NULL CHECK (mode IN ('test','live')),"
-      "  flow text NOT NULL CHECK (flow IN ('payment_intent','hosted')),"
-      "  billing_mode text NOT NULL CHECK (billing_mode IN ('prepaid','authorize')),"
-      "  rounding text NOT NULL CHECK (rounding IN ('minute','second')),"
-      "  refund_unused boolean NOT NULL,"
-      "  minutes bigint NOT NULL CHECK (minutes > 0),"
-      "  rate_per_minute bigint NOT NULL CHECK (rate_per_minute > 0),"
-      "  amount bigint NOT NULL CHECK (amount > 0), currency text NOT NULL,"
-      "  state text NOT NULL CHECK (state IN ('created','pending','requires_action',"
-      "    'authorized','succeeded','failed','canceled','refunded')),"
-      "  seq integer NOT NULL,"
-      "  captured bigint NOT NULL DEFAULT 0 CHECK (captured >= 0 AND captured <= amount),"
-      "  refunded bigint NOT NULL DEFAULT 0 CHECK (refunded >= 0 AND refunded <= captured),"
-      "  stripe_customer text NOT NULL DEFAULT '',"
-      "  stripe_payment_intent text, stripe_checkout_session text,"
-      "  client_secret text NOT NULL DEFAULT '', checkout_url text NOT NULL DEFAULT '',"
-      "  success_url text NOT NULL DEFAULT '', cancel_url text NOT NULL DEFAULT '',"
-      "  disputed boolean NOT NULL DEFAULT false, funded boolean NOT NULL DEFAULT false,"
-      "  confirm_attempts integer NOT NULL DEFAULT 0,"
-      "  failure_code text NOT NULL DEFAULT '', failure_message text NOT NULL DEFAULT '',"
-      "  created_at_ms bigint NOT NULL, updated_at_ms bigint NOT NULL,"
-      "  UNIQUE (tenant_id, session_id, seq),"
-      "  UNIQUE (tenant_id, stripe_payment_intent),"
-      "  UNIQUE (tenant_id, stripe_checkout_session));"
-      "CREATE INDEX payments_list ON payment.payments (tenant_id, created_at_ms DESC,"
-      "  payment_id DESC);"
-      "CREATE INDEX payments_open ON payment.payments (updated_at_ms)"
-      "  WHERE state IN ('created','pending','requires_action');"
-      "CREATE TABLE payment.transitions ("
-      "  id bigserial PRIMARY KEY,"
-      "  payment_id text NOT NULL REFERENCES payment.payments,"
-      "  tenant_id text NOT NULL, from_state text, to_state text NOT NULL,"
-      "  cause text NOT NULL, stripe_request_id text, event_id text, at_ms bigint NOT NULL);"
-      "CREATE INDEX transitions_payment ON payment.transitions (payment_id, id);"
-      "CREATE TABLE payment.consents ("
-      "  payment_id text PRIMARY KEY REFERENCES payment.payments,"
-      "  tenant_id text NOT NULL, session_id text NOT NULL, payer text NOT NULL,"
-      "  terms_url text NOT NULL, accepted_at_ms bigint NOT NULL);"
-      "CREATE TABLE payment.stripe_requests ("
-      "  id bigserial PRIMARY KEY, tenant_id text NOT NULL, payment_id text,"
-      "  what text NOT NULL, idempotency_key text, http_status integer NOT NULL,"
-      "  request_id text, replayed boolean NOT NULL, at_ms bigint NOT NULL);"
-      "CREATE TABLE payment.captures ("
-      "  payment_id text PRIMARY KEY REFERENCES payment.payments,"
-      "  tenant_id text NOT NULL, amount bigint NOT NULL CHECK (amount >= 0),"
-      "  stripe_request_id text, at_ms bigint NOT NULL);"
-      "CREATE TABLE payment.refunds ("
-      "  refund_id text PRIMARY KEY, payment_id text NOT NULL REFERENCES payment.payments,"
-      "  tenant_id text NOT NULL, amount bigint NOT NULL CHECK (amount > 0),"
-      "  status text NOT NULL, reason text NOT NULL, stripe_request_id text,"
-      "  at_ms bigint NOT NULL);"
-      "CREATE TABLE payment.disputes ("
-      "  dispute_id text PRIMARY KEY, payment_id text NOT NULL REFERENCES payment.payments,"
-      "  tenant_id text NOT NULL, charge text NOT NULL, reason text NOT NULL,"
-      "  status text NOT NULL, amount bigint NOT NULL, at_ms bigint NOT NULL);"
-      "CREATE TABLE payment.webhook_events ("
-      "  tenant_id text NOT NULL, event_id text NOT NULL, type text NOT NULL,"
-      "  received_at_ms bigint NOT NULL, processed_at_ms bigint, outcome text,"
-      "  PRIMARY KEY (tenant_id, event_id));"
-      "CREATE TABLE payment.settlements ("
-      "  tenant_id text NOT NULL, session_id text NOT NULL, used_ms bigint NOT NULL,"
-      "  reason text NOT NULL, done boolean NOT NULL DEFAULT false,"
-      "  charged bigint NOT NULL DEFAULT 0, refunded bigint NOT NULL DEFAULT 0,"
-      "  released bigint NOT NULL DEFAULT 0, currency text NOT NULL DEFAULT '',"
-      "  created_at_ms bigint NOT NULL, done_at_ms bigint,"
-      "  PRIMARY KEY (tenant_id, session_id));"
-      "CREATE TABLE payment.outbox ("
-      "  id bigserial PRIMARY KEY, tenant_id text NOT NULL,"
-      "  payment_id text NOT NULL UNIQUE REFERENCES payment.payments,"
-      "  session_id text NOT NULL, minutes bigint NOT NULL, amount bigint NOT NULL,"
-      "  currency text NOT NULL, attempts integer NOT NULL DEFAULT 0,"
-      "  next_attempt_ms bigint NOT NULL, delivered_at_ms bigint, outcome text,"
-      "  created_at_ms bigint NOT NULL);"
-      "CREATE INDEX outbox_due ON payment.outbox (next_attempt_ms) WHERE delivered_at_ms IS "
-      "NULL;" },
+    {1, "ledger",
+     "CREATE SCHEMA IF NOT EXISTS payment;"
+     "CREATE TABLE payment.customers ("
+     "  tenant_id text NOT NULL, payer text NOT NULL,"
+     "  mode text NOT NULL CHECK (mode IN ('test','live')),"
+     "  stripe_customer text NOT NULL, created_at_ms bigint NOT NULL,"
+     "  PRIMARY KEY (tenant_id, payer, mode));"
+     "CREATE TABLE payment.payments ("
+     "  payment_id text PRIMARY KEY, tenant_id text NOT NULL, session_id text NOT NULL,"
+     "  payer text NOT NULL, payee text NOT NULL,"
+     "  mode text NOT NULL CHECK (mode IN ('test','live')),"
+     "  flow text NOT NULL CHECK (flow IN ('payment_intent','hosted')),"
+     "  billing_mode text NOT NULL CHECK (billing_mode IN ('prepaid','authorize')),"
+     "  rounding text NOT NULL CHECK (rounding IN ('minute','second')),"
+     "  refund_unused boolean NOT NULL,"
+     "  minutes bigint NOT NULL CHECK (minutes > 0),"
+     "  rate_per_minute bigint NOT NULL CHECK (rate_per_minute > 0),"
+     "  amount bigint NOT NULL CHECK (amount > 0), currency text NOT NULL,"
+     "  state text NOT NULL CHECK (state IN ('created','pending','requires_action',"
+     "    'authorized','succeeded','failed','canceled','refunded')),"
+     "  seq integer NOT NULL,"
+     "  captured bigint NOT NULL DEFAULT 0 CHECK (captured >= 0 AND captured <= amount),"
+     "  refunded bigint NOT NULL DEFAULT 0 CHECK (refunded >= 0 AND refunded <= captured),"
+     "  stripe_customer text NOT NULL DEFAULT '',"
+     "  stripe_payment_intent text, stripe_checkout_session text,"
+     "  client_secret text NOT NULL DEFAULT '', checkout_url text NOT NULL DEFAULT '',"
+     "  success_url text NOT NULL DEFAULT '', cancel_url text NOT NULL DEFAULT '',"
+     "  disputed boolean NOT NULL DEFAULT false, funded boolean NOT NULL DEFAULT false,"
+     "  confirm_attempts integer NOT NULL DEFAULT 0,"
+     "  failure_code text NOT NULL DEFAULT '', failure_message text NOT NULL DEFAULT '',"
+     "  created_at_ms bigint NOT NULL, updated_at_ms bigint NOT NULL,"
+     "  UNIQUE (tenant_id, session_id, seq),"
+     "  UNIQUE (tenant_id, stripe_payment_intent),"
+     "  UNIQUE (tenant_id, stripe_checkout_session));"
+     "CREATE INDEX payments_list ON payment.payments (tenant_id, created_at_ms DESC,"
+     "  payment_id DESC);"
+     "CREATE INDEX payments_open ON payment.payments (updated_at_ms)"
+     "  WHERE state IN ('created','pending','requires_action');"
+     "CREATE TABLE payment.transitions ("
+     "  id bigserial PRIMARY KEY,"
+     "  payment_id text NOT NULL REFERENCES payment.payments,"
+     "  tenant_id text NOT NULL, from_state text, to_state text NOT NULL,"
+     "  cause text NOT NULL, stripe_request_id text, event_id text, at_ms bigint NOT NULL);"
+     "CREATE INDEX transitions_payment ON payment.transitions (payment_id, id);"
+     "CREATE TABLE payment.consents ("
+     "  payment_id text PRIMARY KEY REFERENCES payment.payments,"
+     "  tenant_id text NOT NULL, session_id text NOT NULL, payer text NOT NULL,"
+     "  terms_url text NOT NULL, accepted_at_ms bigint NOT NULL);"
+     "CREATE TABLE payment.stripe_requests ("
+     "  id bigserial PRIMARY KEY, tenant_id text NOT NULL, payment_id text,"
+     "  what text NOT NULL, idempotency_key text, http_status integer NOT NULL,"
+     "  request_id text, replayed boolean NOT NULL, at_ms bigint NOT NULL);"
+     "CREATE TABLE payment.captures ("
+     "  payment_id text PRIMARY KEY REFERENCES payment.payments,"
+     "  tenant_id text NOT NULL, amount bigint NOT NULL CHECK (amount >= 0),"
+     "  stripe_request_id text, at_ms bigint NOT NULL);"
+     "CREATE TABLE payment.refunds ("
+     "  refund_id text PRIMARY KEY, payment_id text NOT NULL REFERENCES payment.payments,"
+     "  tenant_id text NOT NULL, amount bigint NOT NULL CHECK (amount > 0),"
+     "  status text NOT NULL, reason text NOT NULL, stripe_request_id text,"
+     "  at_ms bigint NOT NULL);"
+     "CREATE TABLE payment.disputes ("
+     "  dispute_id text PRIMARY KEY, payment_id text NOT NULL REFERENCES payment.payments,"
+     "  tenant_id text NOT NULL, charge text NOT NULL, reason text NOT NULL,"
+     "  status text NOT NULL, amount bigint NOT NULL, at_ms bigint NOT NULL);"
+     "CREATE TABLE payment.webhook_events ("
+     "  tenant_id text NOT NULL, event_id text NOT NULL, type text NOT NULL,"
+     "  received_at_ms bigint NOT NULL, processed_at_ms bigint, outcome text,"
+     "  PRIMARY KEY (tenant_id, event_id));"
+     "CREATE TABLE payment.settlements ("
+     "  tenant_id text NOT NULL, session_id text NOT NULL, used_ms bigint NOT NULL,"
+     "  reason text NOT NULL, done boolean NOT NULL DEFAULT false,"
+     "  charged bigint NOT NULL DEFAULT 0, refunded bigint NOT NULL DEFAULT 0,"
+     "  released bigint NOT NULL DEFAULT 0, currency text NOT NULL DEFAULT '',"
+     "  created_at_ms bigint NOT NULL, done_at_ms bigint,"
+     "  PRIMARY KEY (tenant_id, session_id));"
+     "CREATE TABLE payment.outbox ("
+     "  id bigserial PRIMARY KEY, tenant_id text NOT NULL,"
+     "  payment_id text NOT NULL UNIQUE REFERENCES payment.payments,"
+     "  session_id text NOT NULL, minutes bigint NOT NULL, amount bigint NOT NULL,"
+     "  currency text NOT NULL, attempts integer NOT NULL DEFAULT 0,"
+     "  next_attempt_ms bigint NOT NULL, delivered_at_ms bigint, outcome text,"
+     "  created_at_ms bigint NOT NULL);"
+     "CREATE INDEX outbox_due ON payment.outbox (next_attempt_ms) WHERE delivered_at_ms IS "
+     "NULL;"},
 };
 
 int
@@ -113,9 +113,9 @@ payment_ledger_migrate (ppm_pg_t *pg, const char **error)
 
 /* ---- states --------------------------------------------------------------- */
 
-static const char *s_state_names[] = { "",         "created",   "pending",
-                                       "requires_action", "authorized", "succeeded",
-                                       "failed",   "canceled",  "refunded" };
+static const char *s_state_names[] = {"",           "created",   "pending", "requires_action",
+                                      "authorized", "succeeded", "failed",  "canceled",
+                                      "refunded"};
 
 const char *
 payment_state_name (payment_state_t state)
@@ -140,19 +140,19 @@ payment_state_allowed (payment_state_t from, payment_state_t to)
     if (from == to)
         return from != PAYMENT_ST_CANCELED && from != PAYMENT_ST_NONE;
     switch (from) {
-    case PAYMENT_ST_CREATED:
-    case PAYMENT_ST_PENDING:
-    case PAYMENT_ST_REQUIRES_ACTION:
-    case PAYMENT_ST_FAILED:
-        return to == PAYMENT_ST_PENDING || to == PAYMENT_ST_REQUIRES_ACTION
-               || to == PAYMENT_ST_AUTHORIZED || to == PAYMENT_ST_SUCCEEDED
-               || to == PAYMENT_ST_FAILED || to == PAYMENT_ST_CANCELED;
-    case PAYMENT_ST_AUTHORIZED:
-        return to == PAYMENT_ST_SUCCEEDED || to == PAYMENT_ST_CANCELED;
-    case PAYMENT_ST_SUCCEEDED:
-        return to == PAYMENT_ST_REFUNDED;
-    default:
-        return false;
+        case PAYMENT_ST_CREATED:
+        case PAYMENT_ST_PENDING:
+        case PAYMENT_ST_REQUIRES_ACTION:
+        case PAYMENT_ST_FAILED:
+            return to == PAYMENT_ST_PENDING || to == PAYMENT_ST_REQUIRES_ACTION ||
+                   to == PAYMENT_ST_AUTHORIZED || to == PAYMENT_ST_SUCCEEDED ||
+                   to == PAYMENT_ST_FAILED || to == PAYMENT_ST_CANCELED;
+        case PAYMENT_ST_AUTHORIZED:
+            return to == PAYMENT_ST_SUCCEEDED || to == PAYMENT_ST_CANCELED;
+        case PAYMENT_ST_SUCCEEDED:
+            return to == PAYMENT_ST_REFUNDED;
+        default:
+            return false;
     }
 }
 
@@ -201,13 +201,13 @@ s_bool (const PGresult *res, int row, int col)
 }
 
 #define S_COLS                                                                                     \
-    "p.payment_id, p.tenant_id, p.session_id, p.payer, p.payee, p.mode, p.flow, "                 \
-    "p.billing_mode, p.rounding, p.refund_unused, p.minutes, p.rate_per_minute, p.amount, "       \
-    "p.currency, p.state, p.seq, p.captured, p.refunded, p.stripe_customer, "                     \
-    "coalesce(p.stripe_payment_intent, ''), coalesce(p.stripe_checkout_session, ''), "            \
-    "p.client_secret, p.checkout_url, p.success_url, p.cancel_url, p.disputed, p.funded, "        \
-    "p.confirm_attempts, p.failure_code, p.failure_message, coalesce(c.terms_url, ''), "          \
-    "coalesce(c.accepted_at_ms, 0), p.created_at_ms, p.updated_at_ms "                            \
+    "p.payment_id, p.tenant_id, p.session_id, p.payer, p.payee, p.mode, p.flow, "                  \
+    "p.billing_mode, p.rounding, p.refund_unused, p.minutes, p.rate_per_minute, p.amount, "        \
+    "p.currency, p.state, p.seq, p.captured, p.refunded, p.stripe_customer, "                      \
+    "coalesce(p.stripe_payment_intent, ''), coalesce(p.stripe_checkout_session, ''), "             \
+    "p.client_secret, p.checkout_url, p.success_url, p.cancel_url, p.disputed, p.funded, "         \
+    "p.confirm_attempts, p.failure_code, p.failure_message, coalesce(c.terms_url, ''), "           \
+    "coalesce(c.accepted_at_ms, 0), p.created_at_ms, p.updated_at_ms "                             \
     "FROM payment.payments p LEFT JOIN payment.consents c ON c.payment_id = p.payment_id "
 
 static void
@@ -252,8 +252,8 @@ s_row_read (const PGresult *res, int i, payment_row_t *row)
 }
 
 static ppm_pg_result_t
-s_rows (ppm_pg_t *pg, const char *sql, int nparams, const char *const *params,
-        payment_row_t **rows, size_t *count)
+s_rows (ppm_pg_t *pg, const char *sql, int nparams, const char *const *params, payment_row_t **rows,
+        size_t *count)
 {
     *rows = NULL;
     *count = 0;
@@ -306,13 +306,15 @@ s_create_tx (ppm_pg_t *pg, void *arg)
     s_num_t rate = s_num (row->rate_per_minute);
     s_num_t amount = s_num (row->amount);
     s_num_t now = s_num (row->created_at_ms);
-    const char *params[] = { row->payment_id,   row->tenant_id,  row->session_id,
-                             row->payer,        row->payee,      row->mode,
-                             row->flow,         row->billing_mode, row->rounding,
-                             row->refund_unused ? "true" : "false",
-                             minutes.text,      rate.text,       amount.text,
-                             row->currency,     now.text,        row->success_url,
-                             row->cancel_url };
+    const char *params[] = {row->payment_id, row->tenant_id,
+                            row->session_id, row->payer,
+                            row->payee,      row->mode,
+                            row->flow,       row->billing_mode,
+                            row->rounding,   row->refund_unused ? "true" : "false",
+                            minutes.text,    rate.text,
+                            amount.text,     row->currency,
+                            now.text,        row->success_url,
+                            row->cancel_url};
     PGresult *res = NULL;
     ppm_pg_result_t rc = ppm_pg_exec (
         pg,
@@ -328,15 +330,15 @@ s_create_tx (ppm_pg_t *pg, void *arg)
     row->seq = (int)s_int (res, 0, 0);
     PQclear (res);
     s_num_t accepted = s_num (row->terms_accepted_at_ms);
-    const char *consent[] = { row->payment_id, row->tenant_id, row->session_id,
-                              row->payer,      row->terms_url, accepted.text };
+    const char *consent[] = {row->payment_id, row->tenant_id, row->session_id,
+                             row->payer,      row->terms_url, accepted.text};
     rc = ppm_pg_exec (pg,
                       "INSERT INTO payment.consents (payment_id, tenant_id, session_id, payer, "
                       "terms_url, accepted_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
                       6, consent, NULL);
     if (rc != PPM_PG_OK)
         return rc;
-    const char *transition[] = { row->payment_id, row->tenant_id, now.text };
+    const char *transition[] = {row->payment_id, row->tenant_id, now.text};
     return ppm_pg_exec (pg,
                         "INSERT INTO payment.transitions (payment_id, tenant_id, from_state, "
                         "to_state, cause, at_ms) VALUES ($1, $2, NULL, 'created', "
@@ -351,7 +353,7 @@ payment_ledger_create (ppm_pg_t *pg, payment_row_t *row)
     if (row->created_at_ms == 0)
         row->created_at_ms = ppm_clock_now_ms ();
     row->updated_at_ms = row->created_at_ms;
-    s_create_t ctx = { row };
+    s_create_t ctx = {row};
     ppm_pg_result_t rc = PPM_PG_OK;
     /* Two checkouts of one session at once may pick the same seq: redo. */
     for (int attempt = 0; attempt < 5; attempt++) {
@@ -366,7 +368,7 @@ ppm_pg_result_t
 payment_ledger_set_customer (ppm_pg_t *pg, const char *tenant, const char *payment_id,
                              const char *customer)
 {
-    const char *params[] = { tenant, payment_id, customer };
+    const char *params[] = {tenant, payment_id, customer};
     return ppm_pg_exec (pg,
                         "UPDATE payment.payments SET stripe_customer = $3 WHERE tenant_id = $1 "
                         "AND payment_id = $2",
@@ -374,10 +376,9 @@ payment_ledger_set_customer (ppm_pg_t *pg, const char *tenant, const char *payme
 }
 
 ppm_pg_result_t
-payment_ledger_next_confirm (ppm_pg_t *pg, const char *tenant, const char *payment_id,
-                             int *attempt)
+payment_ledger_next_confirm (ppm_pg_t *pg, const char *tenant, const char *payment_id, int *attempt)
 {
-    const char *params[] = { tenant, payment_id };
+    const char *params[] = {tenant, payment_id};
     PGresult *res = NULL;
     ppm_pg_result_t rc = ppm_pg_exec (pg,
                                       "UPDATE payment.payments SET confirm_attempts = "
@@ -397,7 +398,7 @@ ppm_pg_result_t
 payment_ledger_get (ppm_pg_t *pg, const char *tenant, const char *payment_id, payment_row_t *row,
                     bool *found)
 {
-    const char *params[] = { tenant, payment_id };
+    const char *params[] = {tenant, payment_id};
     return s_one (pg, "SELECT " S_COLS "WHERE p.tenant_id = $1 AND p.payment_id = $2", 2, params,
                   row, found);
 }
@@ -406,8 +407,8 @@ ppm_pg_result_t
 payment_ledger_find_stripe (ppm_pg_t *pg, const char *tenant, const char *payment_intent,
                             const char *checkout_session, payment_row_t *row, bool *found)
 {
-    const char *params[] = { tenant, payment_intent ? payment_intent : "",
-                             checkout_session ? checkout_session : "" };
+    const char *params[] = {tenant, payment_intent ? payment_intent : "",
+                            checkout_session ? checkout_session : ""};
     return s_one (pg,
                   "SELECT " S_COLS "WHERE p.tenant_id = $1 AND ((length($2) > 0 AND "
                   "p.stripe_payment_intent = $2) OR (length($3) > 0 AND "
@@ -419,7 +420,7 @@ ppm_pg_result_t
 payment_ledger_find_open (ppm_pg_t *pg, const char *tenant, const char *session_id,
                           const char *payer, payment_row_t *row, bool *found)
 {
-    const char *params[] = { tenant, session_id, payer };
+    const char *params[] = {tenant, session_id, payer};
     return s_one (pg,
                   "SELECT " S_COLS "WHERE p.tenant_id = $1 AND p.session_id = $2 AND p.payer = $3 "
                   "AND p.state IN ('created','pending','requires_action','failed') "
@@ -445,7 +446,7 @@ s_apply_tx (ppm_pg_t *pg, void *arg)
     const payment_change_t *ch = ctx->change;
     ctx->changed = false;
     bool found = false;
-    const char *key[] = { ctx->tenant, ctx->payment_id };
+    const char *key[] = {ctx->tenant, ctx->payment_id};
     ppm_pg_result_t rc = s_one (pg,
                                 "SELECT " S_COLS "WHERE p.tenant_id = $1 AND p.payment_id = $2 "
                                 "FOR UPDATE OF p",
@@ -472,13 +473,13 @@ s_apply_tx (ppm_pg_t *pg, void *arg)
         refunded = ch->refunded;
     if (refunded > captured)
         refunded = captured;
-    bool dirty = moved || captured != row->captured || refunded != row->refunded
-                 || (ch->disputed && !row->disputed)
-                 || (ch->payment_intent && strcmp (ch->payment_intent, row->payment_intent))
-                 || (ch->checkout_session && strcmp (ch->checkout_session, row->checkout_session))
-                 || (ch->client_secret && strcmp (ch->client_secret, row->client_secret))
-                 || (ch->checkout_url && strcmp (ch->checkout_url, row->checkout_url))
-                 || (ch->failure_code && strcmp (ch->failure_code, row->failure_code));
+    bool dirty = moved || captured != row->captured || refunded != row->refunded ||
+                 (ch->disputed && !row->disputed) ||
+                 (ch->payment_intent && strcmp (ch->payment_intent, row->payment_intent)) ||
+                 (ch->checkout_session && strcmp (ch->checkout_session, row->checkout_session)) ||
+                 (ch->client_secret && strcmp (ch->client_secret, row->client_secret)) ||
+                 (ch->checkout_url && strcmp (ch->checkout_url, row->checkout_url)) ||
+                 (ch->failure_code && strcmp (ch->failure_code, row->failure_code));
     if (!dirty)
         return PPM_PG_OK;
 
@@ -486,19 +487,12 @@ s_apply_tx (ppm_pg_t *pg, void *arg)
     s_num_t now_text = s_num (now);
     s_num_t cap_text = s_num (captured);
     s_num_t ref_text = s_num (refunded);
-    const char *params[] = { ctx->tenant,
-                             ctx->payment_id,
-                             payment_state_name (ctx->to),
-                             cap_text.text,
-                             ref_text.text,
-                             ch->disputed ? "true" : "false",
-                             ch->payment_intent,
-                             ch->checkout_session,
-                             ch->client_secret,
-                             ch->checkout_url,
-                             ch->failure_code,
-                             ch->failure_message,
-                             now_text.text };
+    const char *params[] = {
+        ctx->tenant,        ctx->payment_id,      payment_state_name (ctx->to),
+        cap_text.text,      ref_text.text,        ch->disputed ? "true" : "false",
+        ch->payment_intent, ch->checkout_session, ch->client_secret,
+        ch->checkout_url,   ch->failure_code,     ch->failure_message,
+        now_text.text};
     rc = ppm_pg_exec (pg,
                       "UPDATE payment.payments SET state = $3, captured = $4, refunded = $5, "
                       "disputed = disputed OR $6::boolean, "
@@ -512,14 +506,14 @@ s_apply_tx (ppm_pg_t *pg, void *arg)
                       13, params, NULL);
     if (rc != PPM_PG_OK)
         return rc;
-    const char *transition[] = { ctx->payment_id,
-                                 ctx->tenant,
-                                 payment_state_name (from),
-                                 payment_state_name (ctx->to),
-                                 ch->cause ? ch->cause : "unspecified",
-                                 ch->request_id && *ch->request_id ? ch->request_id : NULL,
-                                 ch->event_id,
-                                 now_text.text };
+    const char *transition[] = {ctx->payment_id,
+                                ctx->tenant,
+                                payment_state_name (from),
+                                payment_state_name (ctx->to),
+                                ch->cause ? ch->cause : "unspecified",
+                                ch->request_id && *ch->request_id ? ch->request_id : NULL,
+                                ch->event_id,
+                                now_text.text};
     rc = ppm_pg_exec (pg,
                       "INSERT INTO payment.transitions (payment_id, tenant_id, from_state, "
                       "to_state, cause, stripe_request_id, event_id, at_ms) VALUES ($1, $2, $3, "
@@ -530,9 +524,8 @@ s_apply_tx (ppm_pg_t *pg, void *arg)
     if (!row->funded && (ctx->to == PAYMENT_ST_AUTHORIZED || ctx->to == PAYMENT_ST_SUCCEEDED)) {
         s_num_t minutes = s_num (row->minutes);
         s_num_t amount = s_num (row->amount);
-        const char *outbox[] = { ctx->tenant,  ctx->payment_id, row->session_id,
-                                 minutes.text, amount.text,     row->currency,
-                                 now_text.text };
+        const char *outbox[] = {ctx->tenant, ctx->payment_id, row->session_id, minutes.text,
+                                amount.text, row->currency,   now_text.text};
         rc = ppm_pg_exec (pg,
                           "INSERT INTO payment.outbox (tenant_id, payment_id, session_id, "
                           "minutes, amount, currency, next_attempt_ms, created_at_ms) VALUES "
@@ -555,8 +548,7 @@ s_apply_tx (ppm_pg_t *pg, void *arg)
     if (ch->payment_intent)
         snprintf (row->payment_intent, sizeof row->payment_intent, "%s", ch->payment_intent);
     if (ch->checkout_session)
-        snprintf (row->checkout_session, sizeof row->checkout_session, "%s",
-                  ch->checkout_session);
+        snprintf (row->checkout_session, sizeof row->checkout_session, "%s", ch->checkout_session);
     if (ch->client_secret)
         snprintf (row->client_secret, sizeof row->client_secret, "%s", ch->client_secret);
     if (ch->checkout_url)
@@ -593,10 +585,10 @@ payment_ledger_apply (ppm_pg_t *pg, const char *tenant, const char *payment_id, 
 /* ---- customers ------------------------------------------------------------------ */
 
 ppm_pg_result_t
-payment_ledger_customer_get (ppm_pg_t *pg, const char *tenant, const char *payer,
-                             const char *mode, char *customer, size_t size, bool *found)
+payment_ledger_customer_get (ppm_pg_t *pg, const char *tenant, const char *payer, const char *mode,
+                             char *customer, size_t size, bool *found)
 {
-    const char *params[] = { tenant, payer, mode };
+    const char *params[] = {tenant, payer, mode};
     PGresult *res = NULL;
     *found = false;
     customer[0] = '\0';
@@ -615,11 +607,11 @@ payment_ledger_customer_get (ppm_pg_t *pg, const char *tenant, const char *payer
 }
 
 ppm_pg_result_t
-payment_ledger_customer_put (ppm_pg_t *pg, const char *tenant, const char *payer,
-                             const char *mode, char *customer, size_t size)
+payment_ledger_customer_put (ppm_pg_t *pg, const char *tenant, const char *payer, const char *mode,
+                             char *customer, size_t size)
 {
     s_num_t now = s_num (ppm_clock_now_ms ());
-    const char *params[] = { tenant, payer, mode, customer, now.text };
+    const char *params[] = {tenant, payer, mode, customer, now.text};
     ppm_pg_result_t rc = ppm_pg_exec (pg,
                                       "INSERT INTO payment.customers (tenant_id, payer, mode, "
                                       "stripe_customer, created_at_ms) VALUES ($1, $2, $3, $4, "
@@ -640,9 +632,14 @@ payment_ledger_stripe_call (ppm_pg_t *pg, const char *tenant, const char *paymen
 {
     s_num_t status = s_num (http_status);
     s_num_t now = s_num (ppm_clock_now_ms ());
-    const char *params[] = { tenant, payment_id, what, idempotency_key, status.text,
-                             request_id && *request_id ? request_id : NULL,
-                             replayed ? "true" : "false", now.text };
+    const char *params[] = {tenant,
+                            payment_id,
+                            what,
+                            idempotency_key,
+                            status.text,
+                            request_id && *request_id ? request_id : NULL,
+                            replayed ? "true" : "false",
+                            now.text};
     return ppm_pg_exec (pg,
                         "INSERT INTO payment.stripe_requests (tenant_id, payment_id, what, "
                         "idempotency_key, http_status, request_id, replayed, at_ms) VALUES ($1, "
@@ -656,7 +653,7 @@ payment_ledger_capture (ppm_pg_t *pg, const char *tenant, const char *payment_id
 {
     s_num_t value = s_num (amount);
     s_num_t now = s_num (ppm_clock_now_ms ());
-    const char *params[] = { payment_id, tenant, value.text, request_id, now.text };
+    const char *params[] = {payment_id, tenant, value.text, request_id, now.text};
     return ppm_pg_exec (pg,
                         "INSERT INTO payment.captures (payment_id, tenant_id, amount, "
                         "stripe_request_id, at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO "
@@ -671,8 +668,8 @@ payment_ledger_refund (ppm_pg_t *pg, const char *tenant, const char *payment_id,
 {
     s_num_t value = s_num (amount);
     s_num_t now = s_num (ppm_clock_now_ms ());
-    const char *params[] = { refund_id, payment_id, tenant, value.text, status,
-                             reason,    request_id, now.text };
+    const char *params[] = {refund_id, payment_id, tenant,     value.text,
+                            status,    reason,     request_id, now.text};
     return ppm_pg_exec (pg,
                         "INSERT INTO payment.refunds (refund_id, payment_id, tenant_id, amount, "
                         "status, reason, stripe_request_id, at_ms) VALUES ($1, $2, $3, $4, $5, "
@@ -688,8 +685,8 @@ payment_ledger_dispute (ppm_pg_t *pg, const char *tenant, const char *payment_id
 {
     s_num_t value = s_num (amount);
     s_num_t now = s_num (ppm_clock_now_ms ());
-    const char *params[] = { dispute_id, payment_id, tenant,     charge,
-                             reason,     status,     value.text, now.text };
+    const char *params[] = {dispute_id, payment_id, tenant,     charge,
+                            reason,     status,     value.text, now.text};
     PGresult *res = NULL;
     ppm_pg_result_t rc = ppm_pg_exec (pg,
                                       "INSERT INTO payment.disputes (dispute_id, payment_id, "
@@ -709,7 +706,7 @@ payment_ledger_event_begin (ppm_pg_t *pg, const char *tenant, const char *event_
                             const char *type, bool *seen)
 {
     s_num_t now = s_num (ppm_clock_now_ms ());
-    const char *params[] = { tenant, event_id, type, now.text };
+    const char *params[] = {tenant, event_id, type, now.text};
     PGresult *res = NULL;
     ppm_pg_result_t rc = ppm_pg_exec (pg,
                                       "INSERT INTO payment.webhook_events (tenant_id, event_id, "
@@ -729,7 +726,7 @@ payment_ledger_event_done (ppm_pg_t *pg, const char *tenant, const char *event_i
                            const char *outcome)
 {
     s_num_t now = s_num (ppm_clock_now_ms ());
-    const char *params[] = { tenant, event_id, now.text, outcome };
+    const char *params[] = {tenant, event_id, now.text, outcome};
     return ppm_pg_exec (pg,
                         "UPDATE payment.webhook_events SET processed_at_ms = $3, outcome = $4 "
                         "WHERE tenant_id = $1 AND event_id = $2",
@@ -740,7 +737,7 @@ ppm_pg_result_t
 payment_ledger_session_payments (ppm_pg_t *pg, const char *tenant, const char *session_id,
                                  payment_row_t **rows, size_t *count)
 {
-    const char *params[] = { tenant, session_id };
+    const char *params[] = {tenant, session_id};
     return s_rows (pg,
                    "SELECT " S_COLS "WHERE p.tenant_id = $1 AND p.session_id = $2 ORDER BY p.seq",
                    2, params, rows, count);
@@ -755,7 +752,7 @@ payment_ledger_settle_begin (ppm_pg_t *pg, const char *tenant, const char *sessi
     memset (out, 0, sizeof *out);
     s_num_t used = s_num (used_ms);
     s_num_t now = s_num (ppm_clock_now_ms ());
-    const char *params[] = { tenant, session_id, used.text, reason ? reason : "", now.text };
+    const char *params[] = {tenant, session_id, used.text, reason ? reason : "", now.text};
     ppm_pg_result_t rc = ppm_pg_exec (pg,
                                       "INSERT INTO payment.settlements (tenant_id, session_id, "
                                       "used_ms, reason, created_at_ms) VALUES ($1, $2, $3, $4, "
@@ -790,8 +787,8 @@ payment_ledger_settle_done (ppm_pg_t *pg, const char *tenant, const char *sessio
     s_num_t refunded = s_num (result->refunded);
     s_num_t released = s_num (result->released);
     s_num_t now = s_num (ppm_clock_now_ms ());
-    const char *params[] = { tenant,        session_id,    charged.text,     refunded.text,
-                             released.text, result->currency, now.text };
+    const char *params[] = {tenant,        session_id,       charged.text, refunded.text,
+                            released.text, result->currency, now.text};
     return ppm_pg_exec (pg,
                         "UPDATE payment.settlements SET done = true, charged = $3, refunded = "
                         "$4, released = $5, currency = $6, done_at_ms = $7 WHERE tenant_id = $1 "
@@ -808,7 +805,7 @@ payment_ledger_outbox_due (ppm_pg_t *pg, int64_t now_ms, payment_outbox_t *rows,
     *count = 0;
     s_num_t now = s_num (now_ms);
     s_num_t limit = s_num ((int64_t)max);
-    const char *params[] = { now.text, limit.text };
+    const char *params[] = {now.text, limit.text};
     PGresult *res = NULL;
     ppm_pg_result_t rc = ppm_pg_exec (pg,
                                       "SELECT id, tenant_id, payment_id, session_id, minutes, "
@@ -840,7 +837,7 @@ payment_ledger_outbox_delivered (ppm_pg_t *pg, int64_t id, const char *outcome)
 {
     s_num_t key = s_num (id);
     s_num_t now = s_num (ppm_clock_now_ms ());
-    const char *params[] = { key.text, now.text, outcome };
+    const char *params[] = {key.text, now.text, outcome};
     return ppm_pg_exec (pg,
                         "UPDATE payment.outbox SET delivered_at_ms = $2, outcome = $3, attempts "
                         "= attempts + 1 WHERE id = $1",
@@ -852,7 +849,7 @@ payment_ledger_outbox_retry (ppm_pg_t *pg, int64_t id, int64_t next_ms, const ch
 {
     s_num_t key = s_num (id);
     s_num_t next = s_num (next_ms);
-    const char *params[] = { key.text, next.text, error };
+    const char *params[] = {key.text, next.text, error};
     return ppm_pg_exec (pg,
                         "UPDATE payment.outbox SET next_attempt_ms = $2, outcome = $3, attempts "
                         "= attempts + 1 WHERE id = $1",
@@ -880,10 +877,9 @@ payment_ledger_outbox_pending (ppm_pg_t *pg, int64_t *count)
 }
 
 ppm_pg_result_t
-payment_ledger_count_state (ppm_pg_t *pg, const char *tenant, payment_state_t state,
-                            int64_t *count)
+payment_ledger_count_state (ppm_pg_t *pg, const char *tenant, payment_state_t state, int64_t *count)
 {
-    const char *params[] = { tenant ? tenant : "", payment_state_name (state) };
+    const char *params[] = {tenant ? tenant : "", payment_state_name (state)};
     return s_count (pg,
                     "SELECT count(*) FROM payment.payments WHERE ($1 = '' OR tenant_id = $1) AND "
                     "state = $2",
@@ -895,7 +891,7 @@ payment_ledger_unresolved (ppm_pg_t *pg, const char *tenant, int64_t before_ms,
                            payment_row_t **rows, size_t *count)
 {
     s_num_t before = s_num (before_ms);
-    const char *params[] = { tenant ? tenant : "", before.text };
+    const char *params[] = {tenant ? tenant : "", before.text};
     return s_rows (pg,
                    "SELECT " S_COLS "WHERE ($1 = '' OR p.tenant_id = $1) AND p.state IN "
                    "('created','pending','requires_action') AND p.updated_at_ms <= $2 "
@@ -925,15 +921,15 @@ payment_ledger_list (ppm_pg_t *pg, const char *tenant, const payment_filter_t *f
     s_num_t lim = s_num (limit + 1);
     s_num_t from = s_num (filter ? filter->from_ms : 0);
     s_num_t to = s_num (filter && filter->to_ms > 0 ? filter->to_ms : INT64_MAX);
-    const char *params[] = { tenant,
-                             cms.text,
-                             cursor_id,
-                             filter && filter->session_id ? filter->session_id : "",
-                             filter && filter->payee ? filter->payee : "",
-                             filter && filter->payer ? filter->payer : "",
-                             from.text,
-                             to.text,
-                             lim.text };
+    const char *params[] = {tenant,
+                            cms.text,
+                            cursor_id,
+                            filter && filter->session_id ? filter->session_id : "",
+                            filter && filter->payee ? filter->payee : "",
+                            filter && filter->payer ? filter->payer : "",
+                            from.text,
+                            to.text,
+                            lim.text};
     ppm_pg_result_t rc = s_rows (pg,
                                  "SELECT " S_COLS "WHERE p.tenant_id = $1 AND "
                                  "(p.created_at_ms, p.payment_id) < ($2::bigint, $3) AND "
@@ -947,8 +943,7 @@ payment_ledger_list (ppm_pg_t *pg, const char *tenant, const payment_filter_t *f
     if (*count > (size_t)limit) {
         *count = (size_t)limit;
         const payment_row_t *last = &(*rows)[limit - 1];
-        snprintf (next_cursor, next_size, "%" PRId64 ":%s", last->created_at_ms,
-                  last->payment_id);
+        snprintf (next_cursor, next_size, "%" PRId64 ":%s", last->created_at_ms, last->payment_id);
     }
     return PPM_PG_OK;
 }
@@ -958,7 +953,7 @@ payment_ledger_session_totals (ppm_pg_t *pg, const char *tenant, const char *ses
                                payment_totals_t *out)
 {
     memset (out, 0, sizeof *out);
-    const char *params[] = { tenant, session_id };
+    const char *params[] = {tenant, session_id};
     PGresult *res = NULL;
     ppm_pg_result_t rc = ppm_pg_exec (
         pg,
@@ -992,7 +987,7 @@ payment_ledger_earnings (ppm_pg_t *pg, const char *tenant, const char *payee, in
     *count = 0;
     s_num_t from = s_num (from_ms);
     s_num_t to = s_num (to_ms > 0 ? to_ms : INT64_MAX);
-    const char *params[] = { tenant, payee ? payee : "", from.text, to.text };
+    const char *params[] = {tenant, payee ? payee : "", from.text, to.text};
     PGresult *res = NULL;
     ppm_pg_result_t rc = ppm_pg_exec (
         pg,

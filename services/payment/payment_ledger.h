@@ -60,7 +60,7 @@ typedef struct {
     char currency[8]; /* upper case */
     payment_state_t state;
     payment_state_t previous; /* after payment_ledger_apply: the state before */
-    int seq; /* 1, 2, … within the session */
+    int seq;                  /* 1, 2, … within the session */
     int64_t captured;
     int64_t refunded;
     char customer[256];
@@ -83,22 +83,24 @@ typedef struct {
 
 /* A change to apply with a state move. NULL / -1 fields are left alone. */
 typedef struct {
-    const char *cause;            /* "stripe.create", "webhook payment_intent.succeeded", … */
-    const char *request_id;       /* Stripe Request-Id, recorded with the transition */
-    const char *event_id;         /* webhook event id */
+    const char *cause;      /* "stripe.create", "webhook payment_intent.succeeded", … */
+    const char *request_id; /* Stripe Request-Id, recorded with the transition */
+    const char *event_id;   /* webhook event id */
     const char *payment_intent;
     const char *checkout_session;
     const char *client_secret;
     const char *checkout_url;
     const char *failure_code;
     const char *failure_message;
-    int64_t captured;             /* -1: unchanged */
-    int64_t refunded;             /* -1: unchanged; else the new total (only grows) */
-    bool disputed;                /* true: mark disputed */
+    int64_t captured; /* -1: unchanged */
+    int64_t refunded; /* -1: unchanged; else the new total (only grows) */
+    bool disputed;    /* true: mark disputed */
 } payment_change_t;
 
 #define PAYMENT_CHANGE_INIT                                                                        \
-    { .captured = -1, .refunded = -1 }
+    {                                                                                              \
+        .captured = -1, .refunded = -1                                                             \
+    }
 
 /* Creates or upgrades the schema. 0, or -1 with *error. */
 int payment_ledger_migrate (ppm_pg_t *pg, const char **error);
@@ -234,9 +236,9 @@ typedef struct {
 } payment_filter_t;
 
 ppm_pg_result_t payment_ledger_list (ppm_pg_t *pg, const char *tenant,
-                                     const payment_filter_t *filter, const char *cursor,
-                                     int limit, payment_row_t **rows, size_t *count,
-                                     char *next_cursor, size_t next_size);
+                                     const payment_filter_t *filter, const char *cursor, int limit,
+                                     payment_row_t **rows, size_t *count, char *next_cursor,
+                                     size_t next_size);
 
 typedef struct {
     char currency[8];
@@ -263,11 +265,11 @@ typedef struct {
 
 /* Per payee and currency; *rows malloc'd (caller frees). */
 ppm_pg_result_t payment_ledger_earnings (ppm_pg_t *pg, const char *tenant, const char *payee,
-                                         int64_t from_ms, int64_t to_ms,
-                                         payment_earnings_t **rows, size_t *count);
+                                         int64_t from_ms, int64_t to_ms, payment_earnings_t **rows,
+                                         size_t *count);
 
 /* Counts payments in a state (tests, metrics); tenant may be NULL. */
-ppm_pg_result_t payment_ledger_count_state (ppm_pg_t *pg, const char *tenant,
-                                            payment_state_t state, int64_t *count);
+ppm_pg_result_t payment_ledger_count_state (ppm_pg_t *pg, const char *tenant, payment_state_t state,
+                                            int64_t *count);
 
 #endif

@@ -29,11 +29,11 @@
 #include "proto/metering.pb-c.h"
 #include "proto/payment.pb-c.h"
 
-#define S_REAL_STRIPE   "https://api.stripe.com"
-#define S_OUTBOX_BATCH  64
-#define S_MAX_MINUTES   100000
-#define S_WEBHOOK_MAX   (512 * 1024)
-#define S_ID_MAX        64
+#define S_REAL_STRIPE  "https://api.stripe.com"
+#define S_OUTBOX_BATCH 64
+#define S_MAX_MINUTES  100000
+#define S_WEBHOOK_MAX  (512 * 1024)
+#define S_ID_MAX       64
 
 typedef struct _s_self_t s_self_t;
 
@@ -48,11 +48,11 @@ typedef struct {
 
 typedef struct {
     char tenant_id[80];
-    bool valid;                     /* fetched and usable */
-    int64_t fetched_ms;             /* real ms */
-    bool fetching;                  /* an RPC is under way */
-    zlistx_t *waiters;              /* s_waiter_t * */
-    char mode[8];                   /* "test" | "live" */
+    bool valid;         /* fetched and usable */
+    int64_t fetched_ms; /* real ms */
+    bool fetching;      /* an RPC is under way */
+    zlistx_t *waiters;  /* s_waiter_t * */
+    char mode[8];       /* "test" | "live" */
     char secret_key[256];
     char restricted_key[256];
     char publishable_key[256];
@@ -62,19 +62,19 @@ typedef struct {
 } s_tenant_t;
 
 struct _s_self_t {
-    zsock_t *pipe;                  /* actor pipe */
+    zsock_t *pipe; /* actor pipe */
     zloop_t *loop;
-    payment_config_t config;        /* strings below are owned copies */
-    char *strings[8];               /* owned copies of config strings */
+    payment_config_t config; /* strings below are owned copies */
+    char *strings[8];        /* owned copies of config strings */
     ppm_rpc_server_t *server;
     ppm_events_pub_t *pub;
-    ppm_events_sub_t *config_sub;   /* config.changed (may be NULL) */
-    ppm_rpc_client_t *config;
+    ppm_events_sub_t *config_sub; /* config.changed (may be NULL) */
+    ppm_rpc_client_t *config_rpc;
     ppm_rpc_client_t *metering;
     ppm_pg_t *pg;
     payment_stripe_t *stripe;
-    zhashx_t *tenants;              /* tenant id -> s_tenant_t * */
-    zhashx_t *outbox_busy;          /* payment ids whose Fund is in flight */
+    zhashx_t *tenants;     /* tenant id -> s_tenant_t * */
+    zhashx_t *outbox_busy; /* payment ids whose Fund is in flight */
     int outbox_timer;
     int reconcile_timer;
     bool reconcile_running;
@@ -127,8 +127,8 @@ s_tenant_usable (s_self_t *self, const s_tenant_t *t)
         ppm_status_add_field (st, "stripe_secret_key", "required");
         return st;
     }
-    if (!s_key_matches_mode (t->secret_key, t->mode)
-        || !s_key_matches_mode (t->restricted_key, t->mode)) {
+    if (!s_key_matches_mode (t->secret_key, t->mode) ||
+        !s_key_matches_mode (t->restricted_key, t->mode)) {
         ppm_status_t *st = ppm_status_new (PPM_FAILED_PRECONDITION,
                                            "a Stripe key does not match the %s mode", t->mode);
         ppm_status_add_field (st, "stripe_secret_key", "must start with sk_%s_ / rk_%s_", t->mode,
@@ -226,9 +226,8 @@ s_on_secrets (const ppm_status_t *status, const uint8_t *payload, size_t size, v
     ppm__v1__secrets__free_unpacked (s, NULL);
     Ppm__V1__GetSettingsRequest req = PPM__V1__GET_SETTINGS_REQUEST__INIT;
     req.tenant_id = t->tenant_id;
-    ppm_rpc_req_t rr = { .method = "config.GetSettings", .tenant = t->tenant_id,
-                         .idempotent = true };
-    if (ppm_rpc_client_call (self->config, &rr, &req.base, s_on_settings, tc) != 0) {
+    ppm_rpc_req_t rr = {.method = "config.GetSettings", .tenant = t->tenant_id, .idempotent = true};
+    if (ppm_rpc_client_call (self->config_rpc, &rr, &req.base, s_on_settings, tc) != 0) {
         free (tc);
         ppm_status_t *st = ppm_status_new (PPM_UNAVAILABLE, "config unreachable");
         s_tenant_finish (self, t, st);
@@ -263,9 +262,8 @@ s_tenant_get (s_self_t *self, const char *tenant_id, s_tenant_fn *fn, void *arg)
     snprintf (tc->tenant_id, sizeof tc->tenant_id, "%s", tenant_id);
     Ppm__V1__GetSecretsRequest req = PPM__V1__GET_SECRETS_REQUEST__INIT;
     req.tenant_id = t->tenant_id;
-    ppm_rpc_req_t rr = { .method = "config.GetSecrets", .tenant = t->tenant_id,
-                         .idempotent = true };
-    if (ppm_rpc_client_call (self->config, &rr, &req.base, s_on_secrets, tc) != 0) {
+    ppm_rpc_req_t rr = {.method = "config.GetSecrets", .tenant = t->tenant_id, .idempotent = true};
+    if (ppm_rpc_client_call (self->config_rpc, &rr, &req.base, s_on_secrets, tc) != 0) {
         free (tc);
         ppm_status_t *st = ppm_status_new (PPM_UNAVAILABLE, "config unreachable");
         s_tenant_finish (self, t, st);
@@ -324,8 +322,9 @@ s_to_proto (const payment_row_t *row, Ppm__V1__Payment *p)
     p->funded = row->funded;
     p->created_at_ms = row->created_at_ms;
     p->updated_at_ms = row->updated_at_ms;
-    p->flow = strcmp (row->flow, "hosted") == 0 ? PPM__V1__PAYMENT_FLOW__PAYMENT_FLOW_HOSTED
-                                                : PPM__V1__PAYMENT_FLOW__PAYMENT_FLOW_PAYMENT_INTENT;
+    p->flow = strcmp (row->flow, "hosted") == 0
+                  ? PPM__V1__PAYMENT_FLOW__PAYMENT_FLOW_HOSTED
+                  : PPM__V1__PAYMENT_FLOW__PAYMENT_FLOW_PAYMENT_INTENT;
     p->terms_url = (char *)row->terms_url;
     p->terms_accepted_at_ms = row->terms_accepted_at_ms;
 }
@@ -363,13 +362,12 @@ s_after_change (s_self_t *self, const payment_row_t *after)
     payment_state_t to = after->state;
     if (from == to)
         return;
-    bool was_paid = from == PAYMENT_ST_AUTHORIZED || from == PAYMENT_ST_SUCCEEDED
-                    || from == PAYMENT_ST_REFUNDED;
+    bool was_paid = from == PAYMENT_ST_AUTHORIZED || from == PAYMENT_ST_SUCCEEDED ||
+                    from == PAYMENT_ST_REFUNDED;
     if ((to == PAYMENT_ST_AUTHORIZED || to == PAYMENT_ST_SUCCEEDED) && !was_paid) {
         s_publish (self, "payment.succeeded", after, NULL, NULL);
         s_outbox_pump (self);
-    }
-    else if (to == PAYMENT_ST_FAILED)
+    } else if (to == PAYMENT_ST_FAILED)
         s_publish (self, "payment.failed", after, NULL, NULL);
     else if (to == PAYMENT_ST_REFUNDED)
         s_publish (self, "payment.refunded", after, NULL, NULL);
@@ -451,11 +449,9 @@ s_fail_stripe (ppm_rpc_call_t **call_p, const payment_stripe_result_t *r)
         st = ppm_status_new (PPM_FAILED_PRECONDITION, "card_declined: %s: %s", decline,
                              e && e->message[0] ? e->message : "the card was declined");
         ppm_status_add_field (st, "decline_code", "%s", decline);
-    }
-    else
+    } else
         st = ppm_status_new (payment_stripe_code (r->err), "Stripe: %s%s%s",
-                             payment_stripe_strerror (r->err), r->detail[0] ? ": " : "",
-                             r->detail);
+                             payment_stripe_strerror (r->err), r->detail[0] ? ": " : "", r->detail);
     ppm_rpc_call_fail (call_p, &st);
 }
 
@@ -490,9 +486,9 @@ s_add_metadata (ppm_form_t *form, const payment_row_t *row, const char *prefix)
     char key[96];
     char minutes[24];
     snprintf (minutes, sizeof minutes, "%" PRId64, row->minutes);
-    const char *pairs[][2] = { { "tenant", row->tenant_id }, { "session", row->session_id },
-                               { "payment", row->payment_id }, { "payer", row->payer },
-                               { "payee", row->payee },       { "minutes", minutes } };
+    const char *pairs[][2] = {{"tenant", row->tenant_id},   {"session", row->session_id},
+                              {"payment", row->payment_id}, {"payer", row->payer},
+                              {"payee", row->payee},        {"minutes", minutes}};
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
         snprintf (key, sizeof key, "%smetadata[%s]", prefix, pairs[i][0]);
         ppm_form_add (form, key, pairs[i][1]);
@@ -525,12 +521,10 @@ s_create_form (const payment_row_t *row, char *path, size_t path_size)
         if (row->customer[0])
             ppm_form_add (form, "customer", row->customer);
         ppm_form_add (form, "client_reference_id", row->payment_id);
-        ppm_form_add (form, "payment_intent_data[capture_method]",
-                      manual ? "manual" : "automatic");
+        ppm_form_add (form, "payment_intent_data[capture_method]", manual ? "manual" : "automatic");
         s_add_metadata (form, row, "");
         s_add_metadata (form, row, "payment_intent_data[");
-    }
-    else {
+    } else {
         snprintf (path, path_size, "/v1/payment_intents");
         ppm_form_add_int (form, "amount", row->amount);
         ppm_form_add (form, "currency", currency);
@@ -559,8 +553,7 @@ s_fix_nested_metadata (ppm_form_t **form_p)
             snprintf (fixed, sizeof fixed, "payment_intent_data[metadata][%s",
                       key + strlen (prefix));
             ppm_form_add (out, fixed, ppm_form_value (in, i));
-        }
-        else
+        } else
             ppm_form_add (out, key, ppm_form_value (in, i));
     }
     ppm_form_destroy (form_p);
@@ -594,8 +587,8 @@ s_on_fund (const ppm_status_t *status, const uint8_t *payload, size_t size, void
     ppm_code_t code = ppm_status_code (status);
     if (code == PPM_OK)
         payment_ledger_outbox_delivered (self->pg, f->row.id, "funded");
-    else if (code == PPM_FAILED_PRECONDITION || code == PPM_OUT_OF_RANGE
-             || code == PPM_INVALID_ARGUMENT || code == PPM_NOT_FOUND) {
+    else if (code == PPM_FAILED_PRECONDITION || code == PPM_OUT_OF_RANGE ||
+             code == PPM_INVALID_ARGUMENT || code == PPM_NOT_FOUND) {
         /* Metering will never take it: stop, and leave it for an operator
            (the payment stays in the ledger as paid and unfunded). */
         char outcome[600];
@@ -604,8 +597,7 @@ s_on_fund (const ppm_status_t *status, const uint8_t *payload, size_t size, void
         payment_ledger_outbox_delivered (self->pg, f->row.id, outcome);
         ppm_log_kv (PPM_LOG_ERROR, "metering refused funding", "payment_id", f->row.payment_id,
                     "reason", ppm_status_message (status), PPM_LOG_END);
-    }
-    else {
+    } else {
         int64_t delay = 500;
         for (int i = 0; i < f->row.attempts && delay < 30000; i++)
             delay *= 2;
@@ -620,8 +612,8 @@ s_outbox_pump (s_self_t *self)
 {
     payment_outbox_t rows[S_OUTBOX_BATCH];
     size_t count = 0;
-    if (payment_ledger_outbox_due (self->pg, ppm_clock_now_ms (), rows, S_OUTBOX_BATCH, &count)
-        != PPM_PG_OK)
+    if (payment_ledger_outbox_due (self->pg, ppm_clock_now_ms (), rows, S_OUTBOX_BATCH, &count) !=
+        PPM_PG_OK)
         return;
     for (size_t i = 0; i < count; i++) {
         if (zhashx_lookup (self->outbox_busy, rows[i].payment_id))
@@ -636,8 +628,10 @@ s_outbox_pump (s_self_t *self)
         req.minutes = f->row.minutes;
         req.amount = f->row.amount;
         req.currency = f->row.currency;
-        ppm_rpc_req_t rr = { .method = "metering.Fund", .tenant = f->row.tenant_id,
-                             .idempotent = true, .timeout_ms = 3000 };
+        ppm_rpc_req_t rr = {.method = "metering.Fund",
+                            .tenant = f->row.tenant_id,
+                            .idempotent = true,
+                            .timeout_ms = 3000};
         if (ppm_rpc_client_call (self->metering, &rr, &req.base, s_on_fund, f) != 0) {
             free (f);
             continue;
@@ -723,8 +717,8 @@ s_on_created (const payment_stripe_result_t *r, void *arg)
             payment_change_t ch = PAYMENT_CHANGE_INIT;
             ch.cause = "stripe.create refused";
             ch.request_id = r->request_id;
-            ch.failure_code = r->error && r->error->code[0] ? r->error->code
-                                                            : payment_stripe_strerror (r->err);
+            ch.failure_code =
+                r->error && r->error->code[0] ? r->error->code : payment_stripe_strerror (r->err);
             ch.failure_message = r->detail;
             payment_row_t after;
             payment_ledger_apply (self->pg, c->tenant, c->row.payment_id, PAYMENT_ST_CANCELED, &ch,
@@ -753,21 +747,18 @@ s_on_created (const payment_stripe_result_t *r, void *arg)
         if (cs.payment_intent[0])
             ch.payment_intent = cs.payment_intent;
         if (payment_ledger_apply (self->pg, c->tenant, c->row.payment_id, PAYMENT_ST_PENDING, &ch,
-                                  NULL, &after)
-            != PPM_PG_OK) {
+                                  NULL, &after) != PPM_PG_OK) {
             s_checkout_error (c, PPM_UNAVAILABLE, NULL, "ledger unavailable%s", "");
             return;
         }
-    }
-    else {
+    } else {
         payment_stripe_pi_t pi;
         if (payment_stripe_pi_read (r->body, &pi, error, sizeof error) != 0) {
             s_checkout_error (c, PPM_INTERNAL, NULL, "Stripe payment intent: %s", error);
             return;
         }
-        if (s_apply_pi (self, c->tenant, c->row.payment_id, &pi, "stripe.pi.create",
-                        r->request_id, NULL, &after)
-            != PPM_PG_OK) {
+        if (s_apply_pi (self, c->tenant, c->row.payment_id, &pi, "stripe.pi.create", r->request_id,
+                        NULL, &after) != PPM_PG_OK) {
             s_checkout_error (c, PPM_UNAVAILABLE, NULL, "ledger unavailable%s", "");
             return;
         }
@@ -784,10 +775,8 @@ s_checkout_create (s_checkout_t *c)
     if (form && strcmp (c->row.flow, "hosted") == 0)
         s_fix_nested_metadata (&form);
     s_idem_key (c->key, sizeof c->key, c->row.payment_id, "create");
-    if (!form
-        || s_form_send (c->self, "POST", path, &form, s_key (&c->snapshot, false), c->key,
-                        s_on_created, c)
-               != 0) {
+    if (!form || s_form_send (c->self, "POST", path, &form, s_key (&c->snapshot, false), c->key,
+                              s_on_created, c) != 0) {
         ppm_form_destroy (&form);
         s_checkout_error (c, PPM_INTERNAL, NULL, "could not build the Stripe request%s", "");
     }
@@ -819,10 +808,9 @@ s_on_customer (const payment_stripe_result_t *r, void *arg)
     }
     snprintf (c->row.customer, sizeof c->row.customer, "%s", cus.id);
     if (payment_ledger_customer_put (self->pg, c->tenant, c->row.payer, c->row.mode,
-                                     c->row.customer, sizeof c->row.customer)
-            != PPM_PG_OK
-        || payment_ledger_set_customer (self->pg, c->tenant, c->row.payment_id, c->row.customer)
-               != PPM_PG_OK) {
+                                     c->row.customer, sizeof c->row.customer) != PPM_PG_OK ||
+        payment_ledger_set_customer (self->pg, c->tenant, c->row.payment_id, c->row.customer) !=
+            PPM_PG_OK) {
         s_checkout_error (c, PPM_UNAVAILABLE, NULL, "ledger unavailable%s", "");
         return;
     }
@@ -836,8 +824,8 @@ s_checkout_customer (s_checkout_t *c)
     s_self_t *self = c->self;
     bool found = false;
     if (payment_ledger_customer_get (self->pg, c->tenant, c->row.payer, c->row.mode,
-                                     c->row.customer, sizeof c->row.customer, &found)
-        != PPM_PG_OK) {
+                                     c->row.customer, sizeof c->row.customer,
+                                     &found) != PPM_PG_OK) {
         s_checkout_error (c, PPM_UNAVAILABLE, NULL, "ledger unavailable%s", "");
         return;
     }
@@ -851,8 +839,8 @@ s_checkout_customer (s_checkout_t *c)
     unsigned char hash[16];
     char material[400];
     snprintf (material, sizeof material, "%s\n%s\n%s", c->tenant, c->row.mode, c->row.payer);
-    crypto_generichash (hash, sizeof hash, (const unsigned char *)material, strlen (material),
-                        NULL, 0);
+    crypto_generichash (hash, sizeof hash, (const unsigned char *)material, strlen (material), NULL,
+                        0);
     char hex[33];
     sodium_bin2hex (hex, sizeof hex, hash, sizeof hash);
     snprintf (c->key, sizeof c->key, "ppm-cus-%s", hex);
@@ -863,10 +851,8 @@ s_checkout_customer (s_checkout_t *c)
         if (c->req->payer_email && *c->req->payer_email)
             ppm_form_add (form, "email", c->req->payer_email);
     }
-    if (!form
-        || s_form_send (self, "POST", "/v1/customers", &form, s_key (&c->snapshot, false), c->key,
-                        s_on_customer, c)
-               != 0) {
+    if (!form || s_form_send (self, "POST", "/v1/customers", &form, s_key (&c->snapshot, false),
+                              c->key, s_on_customer, c) != 0) {
         ppm_form_destroy (&form);
         s_checkout_error (c, PPM_INTERNAL, NULL, "could not build the Stripe request%s", "");
     }
@@ -875,8 +861,8 @@ s_checkout_customer (s_checkout_t *c)
 static bool
 s_http_url (const char *url)
 {
-    return url && (strncmp (url, "https://", 8) == 0 || strncmp (url, "http://", 7) == 0)
-           && strlen (url) < 1000 && !strpbrk (url, " \r\n\t");
+    return url && (strncmp (url, "https://", 8) == 0 || strncmp (url, "http://", 7) == 0) &&
+           strlen (url) < 1000 && !strpbrk (url, " \r\n\t");
 }
 
 static void
@@ -912,41 +898,34 @@ s_on_session (const ppm_status_t *status, const uint8_t *payload, size_t size, v
         code = PPM_NOT_FOUND;
         field = "session_id";
         snprintf (why, sizeof why, "unknown session %.80s", req->session_id);
-    }
-    else if (strcmp (s->payer, req->payer) != 0) {
+    } else if (strcmp (s->payer, req->payer) != 0) {
         code = PPM_PERMISSION_DENIED;
         field = "session_id";
         snprintf (why, sizeof why, "session %.80s belongs to another payer", req->session_id);
-    }
-    else if (!s->paid) {
+    } else if (!s->paid) {
         code = PPM_FAILED_PRECONDITION;
         snprintf (why, sizeof why, "session %.80s is free: nothing to pay", req->session_id);
-    }
-    else if (s->state == PPM__V1__SESSION_STATE__SESSION_ENDED
-             || (s->state == PPM__V1__SESSION_STATE__SESSION_EXPIRED
-                 && s->reopen_until_ms <= ppm_clock_now_ms ())) {
+    } else if (s->state == PPM__V1__SESSION_STATE__SESSION_ENDED ||
+               (s->state == PPM__V1__SESSION_STATE__SESSION_EXPIRED &&
+                s->reopen_until_ms <= ppm_clock_now_ms ())) {
         code = PPM_FAILED_PRECONDITION;
         field = "session_id";
         snprintf (why, sizeof why, "session %.80s has ended", req->session_id);
-    }
-    else if (c->snapshot.max_minutes_per_purchase > 0
-             && req->minutes > c->snapshot.max_minutes_per_purchase) {
+    } else if (c->snapshot.max_minutes_per_purchase > 0 &&
+               req->minutes > c->snapshot.max_minutes_per_purchase) {
         code = PPM_INVALID_ARGUMENT;
         field = "minutes";
         snprintf (why, sizeof why, "at most %" PRId64 " minutes per purchase",
                   c->snapshot.max_minutes_per_purchase);
-    }
-    else if (s->fundable_ms >= 0 && req->minutes * 60000 > s->fundable_ms) {
+    } else if (s->fundable_ms >= 0 && req->minutes * 60000 > s->fundable_ms) {
         code = PPM_INVALID_ARGUMENT;
         field = "minutes";
         snprintf (why, sizeof why, "at most %" PRId64 " more minutes in this session",
                   s->fundable_ms / 60000);
-    }
-    else if (!currency || s->rate_per_minute <= 0) {
+    } else if (!currency || s->rate_per_minute <= 0) {
         code = PPM_FAILED_PRECONDITION;
         snprintf (why, sizeof why, "session has no usable rate/currency");
-    }
-    else {
+    } else {
         ppm_money_err_t merr = ppm_money_total (s->rate_per_minute, req->minutes, &amount);
         if (merr == PPM_MONEY_OK)
             merr = ppm_money_check_charge (currency, amount);
@@ -954,8 +933,7 @@ s_on_session (const ppm_status_t *status, const uint8_t *payload, size_t size, v
             code = PPM_INVALID_ARGUMENT;
             field = "minutes";
             snprintf (why, sizeof why, "the total overflows");
-        }
-        else if (merr != PPM_MONEY_OK) {
+        } else if (merr != PPM_MONEY_OK) {
             code = PPM_FAILED_PRECONDITION;
             field = "amount";
             const char *stripe_code = ppm_money_stripe_code (merr);
@@ -1031,7 +1009,7 @@ s_checkout_with_tenant (s_self_t *self, const ppm_status_t *status, void *arg)
     req.tenant_id = c->tenant;
     req.session_id = c->req->session_id;
     req.by = (char *)"platform";
-    ppm_rpc_req_t rr = { .method = "metering.Get", .tenant = c->tenant, .idempotent = true };
+    ppm_rpc_req_t rr = {.method = "metering.Get", .tenant = c->tenant, .idempotent = true};
     if (ppm_rpc_client_call (self->metering, &rr, &req.base, s_on_session, c) != 0)
         s_checkout_error (c, PPM_UNAVAILABLE, NULL, "metering unreachable%s", "");
 }
@@ -1064,8 +1042,8 @@ s_id_ok (const char *id)
         return false;
     for (size_t i = 0; i < n; i++) {
         char ch = id[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')
-              || ch == '_' || ch == '-' || ch == '.' || ch == ':' || ch == '@'))
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '-' || ch == '.' || ch == ':' || ch == '@'))
             return false;
     }
     return true;
@@ -1164,8 +1142,7 @@ s_on_confirmed (const payment_stripe_result_t *r, void *arg)
         if (payment_stripe_pi_read (r->body, &pi, error, sizeof error) != 0)
             ppm_rpc_call_error (&c->call, PPM_INTERNAL, "Stripe payment intent: %s", error);
         else if (s_apply_pi (self, c->tenant, c->payment_id, &pi, "stripe.pi.confirm",
-                             r->request_id, NULL, &after)
-                 != PPM_PG_OK)
+                             r->request_id, NULL, &after) != PPM_PG_OK)
             ppm_rpc_call_error (&c->call, PPM_UNAVAILABLE, "ledger unavailable");
         else
             s_confirm_reply (c, &after);
@@ -1181,9 +1158,8 @@ s_on_confirmed (const payment_stripe_result_t *r, void *arg)
         ch.failure_message = e ? e->message : "";
         bool changed = false;
         if (payment_ledger_apply (self->pg, c->tenant, c->payment_id, PAYMENT_ST_FAILED, &ch,
-                                  &changed, &after)
-                == PPM_PG_OK
-            && changed)
+                                  &changed, &after) == PPM_PG_OK &&
+            changed)
             s_after_change (self, &after);
     }
     s_fail_stripe (&c->call, r);
@@ -1235,8 +1211,8 @@ s_confirm_with_tenant (s_self_t *self, const ppm_status_t *status, void *arg)
         free (c);
         return;
     }
-    if (!row.payment_intent[0] || row.state == PAYMENT_ST_CANCELED
-        || row.state == PAYMENT_ST_REFUNDED) {
+    if (!row.payment_intent[0] || row.state == PAYMENT_ST_CANCELED ||
+        row.state == PAYMENT_ST_REFUNDED) {
         ppm_rpc_call_error (&c->call, PPM_FAILED_PRECONDITION, "payment %s is %s", row.payment_id,
                             row.payment_intent[0] ? payment_state_name (row.state)
                                                   : "not created at Stripe yet");
@@ -1260,9 +1236,8 @@ s_confirm_with_tenant (s_self_t *self, const ppm_status_t *status, void *arg)
         ppm_form_add (form, "payment_method", c->payment_method);
         ppm_form_add (form, "return_url", "https://example.invalid/ppm/3ds-return");
     }
-    if (!form
-        || s_form_send (self, "POST", path, &form, s_key (t, false), c->key, s_on_confirmed, c)
-               != 0) {
+    if (!form ||
+        s_form_send (self, "POST", path, &form, s_key (t, false), c->key, s_on_confirmed, c) != 0) {
         ppm_form_destroy (&form);
         ppm_rpc_call_error (&c->call, PPM_INTERNAL, "could not build the Stripe request");
         free (c);
@@ -1285,20 +1260,17 @@ s_handle_confirm (ppm_rpc_call_t *call, void *arg)
     if (ok) {
         const char *pm = req->payment_method;
         ppm_status_t *st = NULL;
-        if (strncmp (pm, "pm_", 3) != 0 || strlen (pm) >= sizeof c->payment_method
-            || !s_id_ok (pm)) {
+        if (strncmp (pm, "pm_", 3) != 0 || strlen (pm) >= sizeof c->payment_method ||
+            !s_id_ok (pm)) {
             st = ppm_status_new (PPM_INVALID_ARGUMENT, "invalid payment_method");
             ppm_status_add_field (st, "payment_method", "a Stripe test payment method (pm_…)");
-        }
-        else if (!req->payer[0] || strlen (req->payer) >= sizeof c->payer) {
+        } else if (!req->payer[0] || strlen (req->payer) >= sizeof c->payer) {
             st = ppm_status_new (PPM_INVALID_ARGUMENT, "invalid payer");
             ppm_status_add_field (st, "payer", "required");
-        }
-        else if (!req->payment_id[0] && !s_id_ok (req->session_id)) {
+        } else if (!req->payment_id[0] && !s_id_ok (req->session_id)) {
             st = ppm_status_new (PPM_INVALID_ARGUMENT, "payment_id or session_id required");
             ppm_status_add_field (st, "session_id", "required when payment_id is empty");
-        }
-        else if (req->payment_id[0] && strlen (req->payment_id) >= sizeof c->payment_id) {
+        } else if (req->payment_id[0] && strlen (req->payment_id) >= sizeof c->payment_id) {
             st = ppm_status_new (PPM_INVALID_ARGUMENT, "invalid payment_id");
             ppm_status_add_field (st, "payment_id", "unknown");
         }
@@ -1383,7 +1355,7 @@ s_on_settle_op (const payment_stripe_result_t *r, void *arg)
     s_self_t *self = s->self;
     s_op_t *op = &s->ops[s->next];
     payment_row_t *row = &s->rows[op->index];
-    static const char *names[] = { "pi.capture", "pi.cancel", "refund.create" };
+    static const char *names[] = {"pi.capture", "pi.cancel", "refund.create"};
     s_record_call (self, s->tenant, row->payment_id, names[op->kind], s->key, r);
     char error[200];
     payment_row_t after;
@@ -1408,13 +1380,11 @@ s_on_settle_op (const payment_stripe_result_t *r, void *arg)
             ch.request_id = r->request_id;
             ch.refunded = row->refunded + op->amount;
             if (payment_ledger_apply (self->pg, s->tenant, row->payment_id, PAYMENT_ST_REFUNDED,
-                                      &ch, &changed, &after)
-                    == PPM_PG_OK
-                && changed)
+                                      &ch, &changed, &after) == PPM_PG_OK &&
+                changed)
                 s_after_change (self, &after);
         }
-    }
-    else {
+    } else {
         payment_stripe_pi_t pi;
         if (payment_stripe_pi_read (r->body, &pi, error, sizeof error) == 0) {
             if (op->kind == S_OP_CAPTURE)
@@ -1437,8 +1407,9 @@ s_settle_next (s_settle_t *s)
     if (s->next >= s->op_count) {
         if (s->failed) {
             if (s->call)
-                ppm_rpc_call_error (&s->call, PPM_UNAVAILABLE, "settlement incomplete (%s); "
-                                                               "send it again",
+                ppm_rpc_call_error (&s->call, PPM_UNAVAILABLE,
+                                    "settlement incomplete (%s); "
+                                    "send it again",
                                     s->error);
             s_settle_free (&s);
             return;
@@ -1446,8 +1417,8 @@ s_settle_next (s_settle_t *s)
         /* Totals from the ledger as it is now. */
         payment_row_t *rows = NULL;
         size_t count = 0;
-        if (payment_ledger_session_payments (self->pg, s->tenant, s->session_id, &rows, &count)
-            == PPM_PG_OK) {
+        if (payment_ledger_session_payments (self->pg, s->tenant, s->session_id, &rows, &count) ==
+            PPM_PG_OK) {
             for (size_t i = 0; i < count; i++)
                 s->result.charged += rows[i].captured - rows[i].refunded;
         }
@@ -1473,13 +1444,11 @@ s_settle_next (s_settle_t *s)
         snprintf (path, sizeof path, "/v1/payment_intents/%s/capture", row->payment_intent);
         ppm_form_add_int (form, "amount_to_capture", op->amount);
         s_idem_key (s->key, sizeof s->key, row->payment_id, "capture");
-    }
-    else if (op->kind == S_OP_CANCEL) {
+    } else if (op->kind == S_OP_CANCEL) {
         snprintf (path, sizeof path, "/v1/payment_intents/%s/cancel", row->payment_intent);
         ppm_form_add (form, "cancellation_reason", "abandoned");
         s_idem_key (s->key, sizeof s->key, row->payment_id, "cancel");
-    }
-    else {
+    } else {
         snprintf (path, sizeof path, "/v1/refunds");
         ppm_form_add (form, "payment_intent", row->payment_intent);
         ppm_form_add_int (form, "amount", op->amount);
@@ -1504,8 +1473,8 @@ s_settle_plan (s_settle_t *s)
     int64_t used_ms = s->result.used_ms;
     const payment_row_t *first = NULL;
     for (size_t i = 0; i < s->count; i++)
-        if (s->rows[i].state == PAYMENT_ST_AUTHORIZED || s->rows[i].state == PAYMENT_ST_SUCCEEDED
-            || s->rows[i].state == PAYMENT_ST_REFUNDED) {
+        if (s->rows[i].state == PAYMENT_ST_AUTHORIZED || s->rows[i].state == PAYMENT_ST_SUCCEEDED ||
+            s->rows[i].state == PAYMENT_ST_REFUNDED) {
             first = &s->rows[i];
             break;
         }
@@ -1515,8 +1484,8 @@ s_settle_plan (s_settle_t *s)
     const ppm_currency_t *currency = ppm_currency_find (first->currency);
     bool per_second = strcmp (first->rounding, "second") == 0;
     int64_t used_amount = 0;
-    if (ppm_money_for_usage (first->rate_per_minute, used_ms, per_second, &used_amount)
-        != PPM_MONEY_OK)
+    if (ppm_money_for_usage (first->rate_per_minute, used_ms, per_second, &used_amount) !=
+        PPM_MONEY_OK)
         used_amount = INT64_MAX;
     if (currency)
         ppm_money_round_step (currency, used_amount, true, &used_amount);
@@ -1529,21 +1498,18 @@ s_settle_plan (s_settle_t *s)
                 continue;
             int64_t take = remaining < row->amount ? remaining : row->amount;
             if (take > 0) {
-                s->ops[s->op_count++] = (s_op_t){ S_OP_CAPTURE, take, i };
+                s->ops[s->op_count++] = (s_op_t){S_OP_CAPTURE, take, i};
                 remaining -= take;
                 s->result.released += row->amount - take;
-            }
-            else {
-                s->ops[s->op_count++] = (s_op_t){ S_OP_CANCEL, 0, i };
+            } else {
+                s->ops[s->op_count++] = (s_op_t){S_OP_CANCEL, 0, i};
                 s->result.released += row->amount;
             }
         }
-    }
-    else if (first->refund_unused) {
+    } else if (first->refund_unused) {
         int64_t paid_minutes = 0;
         for (size_t i = 0; i < s->count; i++)
-            if (s->rows[i].state == PAYMENT_ST_SUCCEEDED
-                || s->rows[i].state == PAYMENT_ST_REFUNDED)
+            if (s->rows[i].state == PAYMENT_ST_SUCCEEDED || s->rows[i].state == PAYMENT_ST_REFUNDED)
                 paid_minutes += s->rows[i].minutes;
         int64_t unused = paid_minutes - s->used_minutes;
         int64_t refund = 0;
@@ -1557,7 +1523,7 @@ s_settle_plan (s_settle_t *s)
             int64_t room = row->captured - row->refunded;
             int64_t take = refund < room ? refund : room;
             if (take > 0) {
-                s->ops[s->op_count++] = (s_op_t){ S_OP_REFUND, take, k - 1 };
+                s->ops[s->op_count++] = (s_op_t){S_OP_REFUND, take, k - 1};
                 refund -= take;
                 s->result.refunded += take;
             }
@@ -1576,8 +1542,8 @@ s_settle_with_tenant (s_self_t *self, const ppm_status_t *status, void *arg)
         s_settle_free (&s);
         return;
     }
-    if (payment_ledger_session_payments (self->pg, s->tenant, s->session_id, &s->rows, &s->count)
-        != PPM_PG_OK) {
+    if (payment_ledger_session_payments (self->pg, s->tenant, s->session_id, &s->rows, &s->count) !=
+        PPM_PG_OK) {
         if (s->call)
             ppm_rpc_call_error (&s->call, PPM_UNAVAILABLE, "ledger unavailable");
         s_settle_free (&s);
@@ -1591,8 +1557,8 @@ static void
 s_handle_settle (ppm_rpc_call_t *call, void *arg)
 {
     s_self_t *self = (s_self_t *)arg;
-    Ppm__V1__SettleRequest *req = (Ppm__V1__SettleRequest *)ppm_rpc_call_unpack (
-        call, &ppm__v1__settle_request__descriptor);
+    Ppm__V1__SettleRequest *req =
+        (Ppm__V1__SettleRequest *)ppm_rpc_call_unpack (call, &ppm__v1__settle_request__descriptor);
     if (!req) {
         ppm_rpc_call_error (&call, PPM_INVALID_ARGUMENT, "malformed SettleRequest");
         return;
@@ -1647,6 +1613,7 @@ typedef struct {
     void *done_arg;
     bool cancel_if_unpaid; /* reconciliation: abandon an unpaid intent */
     char key[300];
+    char customer[256]; /* reconciliation of a lost create */
 } s_fetch_t;
 
 static void
@@ -1669,8 +1636,8 @@ s_on_cancel_abandoned (const payment_stripe_result_t *r, void *arg)
     payment_stripe_pi_t pi;
     char error[200];
     payment_row_t after;
-    if (r->err == PAYMENT_STRIPE_OK
-        && payment_stripe_pi_read (r->body, &pi, error, sizeof error) == 0)
+    if (r->err == PAYMENT_STRIPE_OK &&
+        payment_stripe_pi_read (r->body, &pi, error, sizeof error) == 0)
         s_apply_pi (f->self, f->tenant, f->payment_id, &pi, "reconcile: abandoned, canceled",
                     r->request_id, NULL, &after);
     s_fetch_end (f);
@@ -1683,8 +1650,8 @@ s_on_fetched_pi (const payment_stripe_result_t *r, void *arg)
     s_self_t *self = f->self;
     payment_stripe_pi_t pi;
     char error[200];
-    if (r->err != PAYMENT_STRIPE_OK
-        || payment_stripe_pi_read (r->body, &pi, error, sizeof error) != 0) {
+    if (r->err != PAYMENT_STRIPE_OK ||
+        payment_stripe_pi_read (r->body, &pi, error, sizeof error) != 0) {
         if (f->event_id[0]) {
             f->event_id[0] = '\0'; /* unprocessed: a redelivery tries again */
         }
@@ -1716,10 +1683,9 @@ s_on_fetched_pi (const payment_stripe_result_t *r, void *arg)
         ppm_form_t *form = ppm_form_new ();
         if (form)
             ppm_form_add (form, "cancellation_reason", "abandoned");
-        if (t && form
-            && s_form_send (self, "POST", path, &form, s_key (t, false), f->key,
-                            s_on_cancel_abandoned, f)
-                   == 0)
+        if (t && form &&
+            s_form_send (self, "POST", path, &form, s_key (t, false), f->key, s_on_cancel_abandoned,
+                         f) == 0)
             return;
         ppm_form_destroy (&form);
     }
@@ -1732,10 +1698,9 @@ s_fetch_pi (s_fetch_t *f, const char *pi_id)
     s_tenant_t *t = s_tenant (f->self, f->tenant);
     char path[320];
     snprintf (path, sizeof path, "/v1/payment_intents/%s", pi_id);
-    if (!t || !s_id_ok (pi_id)
-        || payment_stripe_request (f->self->stripe, "GET", path, NULL, s_key (t, false), NULL,
-                                   s_on_fetched_pi, f)
-               != 0)
+    if (!t || !s_id_ok (pi_id) ||
+        payment_stripe_request (f->self->stripe, "GET", path, NULL, s_key (t, false), NULL,
+                                s_on_fetched_pi, f) != 0)
         s_fetch_end (f);
 }
 
@@ -1746,8 +1711,8 @@ s_on_fetched_checkout (const payment_stripe_result_t *r, void *arg)
     s_self_t *self = f->self;
     payment_stripe_checkout_t cs;
     char error[200];
-    if (r->err != PAYMENT_STRIPE_OK
-        || payment_stripe_checkout_read (r->body, &cs, error, sizeof error) != 0) {
+    if (r->err != PAYMENT_STRIPE_OK ||
+        payment_stripe_checkout_read (r->body, &cs, error, sizeof error) != 0) {
         f->event_id[0] = '\0';
         s_fetch_end (f);
         return;
@@ -1775,9 +1740,9 @@ s_on_fetched_checkout (const payment_stripe_result_t *r, void *arg)
     payment_state_t to = strcmp (cs.status, "expired") == 0 ? PAYMENT_ST_CANCELED : row.state;
     if (to == PAYMENT_ST_CREATED)
         to = PAYMENT_ST_PENDING;
-    if (payment_ledger_apply (self->pg, f->tenant, row.payment_id, to, &ch, &changed, &after)
-            == PPM_PG_OK
-        && changed)
+    if (payment_ledger_apply (self->pg, f->tenant, row.payment_id, to, &ch, &changed, &after) ==
+            PPM_PG_OK &&
+        changed)
         s_after_change (self, &after);
     if (cs.payment_intent[0]) {
         s_fetch_pi (f, cs.payment_intent);
@@ -1792,10 +1757,9 @@ s_fetch_checkout (s_fetch_t *f, const char *cs_id)
     s_tenant_t *t = s_tenant (f->self, f->tenant);
     char path[320];
     snprintf (path, sizeof path, "/v1/checkout/sessions/%s", cs_id);
-    if (!t || !s_id_ok (cs_id)
-        || payment_stripe_request (f->self->stripe, "GET", path, NULL, s_key (t, false), NULL,
-                                   s_on_fetched_checkout, f)
-               != 0)
+    if (!t || !s_id_ok (cs_id) ||
+        payment_stripe_request (f->self->stripe, "GET", path, NULL, s_key (t, false), NULL,
+                                s_on_fetched_checkout, f) != 0)
         s_fetch_end (f);
 }
 
@@ -1869,11 +1833,10 @@ s_webhook_refunded (s_self_t *self, const char *tenant, const payment_stripe_eve
     ch.refunded = charge.amount_refunded;
     payment_row_t after;
     bool changed = false;
-    if (charge.amount_refunded > row.refunded
-        && payment_ledger_apply (self->pg, tenant, row.payment_id, PAYMENT_ST_REFUNDED, &ch,
-                                 &changed, &after)
-               == PPM_PG_OK
-        && changed)
+    if (charge.amount_refunded > row.refunded &&
+        payment_ledger_apply (self->pg, tenant, row.payment_id, PAYMENT_ST_REFUNDED, &ch, &changed,
+                              &after) == PPM_PG_OK &&
+        changed)
         s_after_change (self, &after);
 }
 
@@ -1929,19 +1892,19 @@ s_webhook_with_tenant (s_self_t *self, const ppm_status_t *status, void *arg)
         s_webhook_free (&w);
         return;
     }
-    static const char *handled[] = { "payment_intent.succeeded",
-                                     "payment_intent.payment_failed",
-                                     "payment_intent.canceled",
-                                     "payment_intent.amount_capturable_updated",
-                                     "payment_intent.processing",
-                                     "payment_intent.requires_action",
-                                     "charge.refunded",
-                                     "checkout.session.completed",
-                                     "checkout.session.expired",
-                                     "checkout.session.async_payment_succeeded",
-                                     "checkout.session.async_payment_failed",
-                                     "charge.dispute.created",
-                                     NULL };
+    static const char *handled[] = {"payment_intent.succeeded",
+                                    "payment_intent.payment_failed",
+                                    "payment_intent.canceled",
+                                    "payment_intent.amount_capturable_updated",
+                                    "payment_intent.processing",
+                                    "payment_intent.requires_action",
+                                    "charge.refunded",
+                                    "checkout.session.completed",
+                                    "checkout.session.expired",
+                                    "checkout.session.async_payment_succeeded",
+                                    "checkout.session.async_payment_failed",
+                                    "charge.dispute.created",
+                                    NULL};
     bool known = false;
     for (int i = 0; handled[i]; i++)
         known = known || strcmp (handled[i], ev.type) == 0;
@@ -1962,12 +1925,10 @@ s_webhook_with_tenant (s_self_t *self, const ppm_status_t *status, void *arg)
     if (strcmp (ev.type, "charge.dispute.created") == 0) {
         s_webhook_dispute (self, w->tenant, &ev);
         payment_ledger_event_done (self->pg, w->tenant, ev.id, "applied");
-    }
-    else if (strcmp (ev.type, "charge.refunded") == 0) {
+    } else if (strcmp (ev.type, "charge.refunded") == 0) {
         s_webhook_refunded (self, w->tenant, &ev);
         payment_ledger_event_done (self->pg, w->tenant, ev.id, "applied");
-    }
-    else {
+    } else {
         /* The current state matters: fetch the object, never trust the
            event's copy (events come in any order). */
         s_fetch_t *f = (s_fetch_t *)zmalloc (sizeof (s_fetch_t));
@@ -2025,10 +1986,10 @@ typedef struct {
     ppm_rpc_call_t *call; /* NULL: run by the timer */
     payment_row_t *rows;
     size_t count;
-    size_t started;  /* rows handed out */
-    size_t waiting;  /* rows in flight */
-    bool loading;    /* a tenant's keys are being fetched */
-    bool in_step;    /* s_reconcile_step is on the stack */
+    size_t started; /* rows handed out */
+    size_t waiting; /* rows in flight */
+    bool loading;   /* a tenant's keys are being fetched */
+    bool in_step;   /* s_reconcile_step is on the stack */
     int checked;
     int resolved;
     bool abandon_all;
@@ -2044,9 +2005,8 @@ s_reconcile_finish (s_reconcile_t *r)
         payment_row_t now;
         bool found = false;
         if (payment_ledger_get (self->pg, r->rows[i].tenant_id, r->rows[i].payment_id, &now,
-                                &found)
-                == PPM_PG_OK
-            && found && now.state != r->rows[i].state)
+                                &found) == PPM_PG_OK &&
+            found && now.state != r->rows[i].state)
             r->resolved++;
     }
     if (r->call) {
@@ -2072,6 +2032,41 @@ s_reconcile_one_done (s_self_t *self, void *arg)
 }
 
 static void
+s_on_listed (const payment_stripe_result_t *res, void *arg)
+{
+    s_fetch_t *f = (s_fetch_t *)arg;
+    s_self_t *self = f->self;
+    if (res->err != PAYMENT_STRIPE_OK) {
+        s_fetch_end (f);
+        return;
+    }
+    json_t *data = json_object_get (res->body, "data");
+    size_t index;
+    json_t *item;
+    json_array_foreach (data, index, item)
+    {
+        payment_stripe_pi_t pi;
+        char error[200];
+        if (payment_stripe_pi_read (item, &pi, error, sizeof error) == 0 &&
+            strcmp (pi.meta.payment, f->payment_id) == 0) {
+            payment_row_t after;
+            s_apply_pi (self, f->tenant, f->payment_id, &pi, "reconcile: found by customer",
+                        res->request_id, NULL, &after);
+            s_fetch_pi (f, pi.id);
+            return;
+        }
+    }
+    if (!json_is_array (data) || json_array_size (data) < 100) {
+        /* Complete list, no intent of ours: Stripe created nothing. */
+        payment_change_t ch = PAYMENT_CHANGE_INIT;
+        ch.cause = "reconcile: no intent at Stripe";
+        payment_ledger_apply (self->pg, f->tenant, f->payment_id, PAYMENT_ST_CANCELED, &ch, NULL,
+                              NULL);
+    }
+    s_fetch_end (f);
+}
+
+static void
 s_on_recreated (const payment_stripe_result_t *res, void *arg)
 {
     s_fetch_t *f = (s_fetch_t *)arg;
@@ -2094,11 +2089,20 @@ s_on_recreated (const payment_stripe_result_t *res, void *arg)
             ch.request_id = res->request_id;
             ch.checkout_session = cs.id;
             ch.checkout_url = cs.url;
-            payment_ledger_apply (self->pg, f->tenant, f->payment_id, PAYMENT_ST_PENDING, &ch,
-                                  NULL, &after);
+            payment_ledger_apply (self->pg, f->tenant, f->payment_id, PAYMENT_ST_PENDING, &ch, NULL,
+                                  &after);
         }
-    }
-    else if (!payment_stripe_indeterminate (res->err)) {
+    } else if (payment_stripe_indeterminate (res->err) && f->customer[0]) {
+        /* Stripe keeps replaying an indeterminate answer (it stores even a
+           500 under the key): look for the intent among the customer's. */
+        s_tenant_t *t = s_tenant (self, f->tenant);
+        char path[400];
+        snprintf (path, sizeof path, "/v1/payment_intents?customer=%s&limit=100", f->customer);
+        if (t && s_id_ok (f->customer) &&
+            payment_stripe_request (self->stripe, "GET", path, NULL, s_key (t, false), NULL,
+                                    s_on_listed, f) == 0)
+            return;
+    } else if (!payment_stripe_indeterminate (res->err)) {
         payment_change_t ch = PAYMENT_CHANGE_INIT;
         ch.cause = "reconcile: create refused";
         ch.failure_code = payment_stripe_strerror (res->err);
@@ -2123,8 +2127,7 @@ s_reconcile_row (s_self_t *self, s_reconcile_t *r, const payment_row_t *row)
     f->done = s_reconcile_one_done;
     f->done_arg = r;
     f->cancel_if_unpaid =
-        r->abandon_all
-        || ppm_clock_now_ms () - row->created_at_ms >= self->config.abandon_after_ms;
+        r->abandon_all || ppm_clock_now_ms () - row->created_at_ms >= self->config.abandon_after_ms;
     if (row->payment_intent[0]) {
         s_fetch_pi (f, row->payment_intent);
         return;
@@ -2145,14 +2148,14 @@ s_reconcile_row (s_self_t *self, s_reconcile_t *r, const payment_row_t *row)
     }
     /* The create call's answer was lost: repeat it with the same key and
        the same parameters; Stripe replays its first answer. */
+    snprintf (f->customer, sizeof f->customer, "%s", row->customer);
     char path[64];
     ppm_form_t *form = s_create_form (row, path, sizeof path);
     if (form && strcmp (row->flow, "hosted") == 0)
         s_fix_nested_metadata (&form);
     s_idem_key (f->key, sizeof f->key, row->payment_id, "create");
-    if (!form || !t
-        || s_form_send (self, "POST", path, &form, s_key (t, false), f->key, s_on_recreated, f)
-               != 0) {
+    if (!form || !t ||
+        s_form_send (self, "POST", path, &form, s_key (t, false), f->key, s_on_recreated, f) != 0) {
         ppm_form_destroy (&form);
         s_fetch_end (f);
     }
@@ -2295,18 +2298,17 @@ s_handle_list (ppm_rpc_call_t *call, void *arg)
         ppm__v1__list_payments_request__free_unpacked (req, NULL);
         return;
     }
-    payment_filter_t filter = { req->session_id, req->payee, req->payer, 0, 0 };
+    payment_filter_t filter = {req->session_id, req->payee, req->payer, 0, 0};
     payment_row_t *rows = NULL;
     size_t count = 0;
     char next[128];
-    ppm_pg_result_t rc = payment_ledger_list (self->pg, tenant, &filter, req->cursor, limit,
-                                              &rows, &count, next, sizeof next);
+    ppm_pg_result_t rc = payment_ledger_list (self->pg, tenant, &filter, req->cursor, limit, &rows,
+                                              &count, next, sizeof next);
     if (rc == PPM_PG_CONSTRAINT) {
         ppm_status_t *st = ppm_status_new (PPM_INVALID_ARGUMENT, "invalid cursor");
         ppm_status_add_field (st, "cursor", "not a cursor of this list");
         ppm_rpc_call_fail (&call, &st);
-    }
-    else if (rc != PPM_PG_OK)
+    } else if (rc != PPM_PG_OK)
         ppm_rpc_call_error (&call, PPM_UNAVAILABLE, "ledger unavailable");
     else {
         Ppm__V1__ListPaymentsReply reply = PPM__V1__LIST_PAYMENTS_REPLY__INIT;
@@ -2373,9 +2375,8 @@ s_handle_earnings (ppm_rpc_call_t *call, void *arg)
     if (s_tenant_of (&call, req->tenant_id, tenant, sizeof tenant)) {
         payment_earnings_t *rows = NULL;
         size_t count = 0;
-        if (payment_ledger_earnings (self->pg, tenant, req->payee, req->from_ms, req->to_ms,
-                                     &rows, &count)
-            != PPM_PG_OK)
+        if (payment_ledger_earnings (self->pg, tenant, req->payee, req->from_ms, req->to_ms, &rows,
+                                     &count) != PPM_PG_OK)
             ppm_rpc_call_error (&call, PPM_UNAVAILABLE, "ledger unavailable");
         else {
             Ppm__V1__EarningsReply reply = PPM__V1__EARNINGS_REPLY__INIT;
@@ -2450,15 +2451,16 @@ s_handle_csv (ppm_rpc_call_t *call, void *arg)
         ppm__v1__export_csv_request__free_unpacked (req, NULL);
         return;
     }
-    payment_filter_t filter = { NULL, NULL, NULL, req->from_ms, req->to_ms };
+    payment_filter_t filter = {NULL, NULL, NULL, req->from_ms, req->to_ms};
     payment_row_t *rows = NULL;
     size_t count = 0;
     char next[128];
-    ppm_pg_result_t rc = payment_ledger_list (self->pg, tenant, &filter, req->cursor, limit,
-                                              &rows, &count, next, sizeof next);
+    ppm_pg_result_t rc = payment_ledger_list (self->pg, tenant, &filter, req->cursor, limit, &rows,
+                                              &count, next, sizeof next);
     if (rc != PPM_PG_OK)
         ppm_rpc_call_error (&call, rc == PPM_PG_CONSTRAINT ? PPM_INVALID_ARGUMENT : PPM_UNAVAILABLE,
-                            "%s", rc == PPM_PG_CONSTRAINT ? "invalid cursor" : "ledger unavailable");
+                            "%s",
+                            rc == PPM_PG_CONSTRAINT ? "invalid cursor" : "ledger unavailable");
     else {
         zchunk_t *out = zchunk_new (NULL, 4096);
         const char *header = "payment_id,created_at_ms,session_id,payer,payee,minutes,"
@@ -2478,16 +2480,23 @@ s_handle_csv (ppm_rpc_call_t *call, void *arg)
             snprintf (captured, sizeof captured, "%" PRId64, r->captured);
             snprintf (refunded, sizeof refunded, "%" PRId64, r->refunded);
             snprintf (accepted, sizeof accepted, "%" PRId64, r->terms_accepted_at_ms);
-            const char *fields[] = { r->payment_id,    created,
-                                     r->session_id,    r->payer,
-                                     r->payee,         minutes,
-                                     rate,             amount,
-                                     r->currency,      r->billing_mode,
-                                     payment_state_name (r->state),
-                                     captured,         refunded,
-                                     r->disputed ? "true" : "false",
-                                     r->payment_intent, r->terms_url,
-                                     accepted };
+            const char *fields[] = {r->payment_id,
+                                    created,
+                                    r->session_id,
+                                    r->payer,
+                                    r->payee,
+                                    minutes,
+                                    rate,
+                                    amount,
+                                    r->currency,
+                                    r->billing_mode,
+                                    payment_state_name (r->state),
+                                    captured,
+                                    refunded,
+                                    r->disputed ? "true" : "false",
+                                    r->payment_intent,
+                                    r->terms_url,
+                                    accepted};
             size_t n = sizeof fields / sizeof fields[0];
             for (size_t k = 0; k < n; k++)
                 s_csv_field (out, fields[k], k + 1 == n);
@@ -2547,7 +2556,7 @@ s_self_destroy (s_self_t **self_p)
         return;
     payment_stripe_destroy (&self->stripe);
     ppm_rpc_server_destroy (&self->server);
-    ppm_rpc_client_destroy (&self->config);
+    ppm_rpc_client_destroy (&self->config_rpc);
     ppm_rpc_client_destroy (&self->metering);
     ppm_events_sub_destroy (&self->config_sub);
     ppm_events_pub_destroy (&self->pub);
@@ -2574,9 +2583,9 @@ s_setup (s_self_t *self)
     payment_config_t *c = &self->config;
     self->loop = zloop_new ();
     const char *error = NULL;
-    ppm_pg_options_t options = { .connect_timeout_ms = 3000,
-                                 .statement_timeout_ms = c->pg_statement_timeout_ms,
-                                 .application_name = "ppm-payment" };
+    ppm_pg_options_t options = {.connect_timeout_ms = 3000,
+                                .statement_timeout_ms = c->pg_statement_timeout_ms,
+                                .application_name = "ppm-payment"};
     self->pg = ppm_pg_new (c->pg_url, &options, &error);
     if (!self->pg)
         return error ? error : "PPM_PG_URL is not a PostgreSQL URL";
@@ -2588,10 +2597,11 @@ s_setup (s_self_t *self)
     self->pub = ppm_events_pub_new (c->pub_bind);
     if (!self->pub)
         return "cannot bind PPM_PUB_BIND";
-    self->config = ppm_rpc_client_new (c->config_endpoint);
+    self->config_rpc = ppm_rpc_client_new (c->config_endpoint);
     self->metering = ppm_rpc_client_new (c->metering_endpoint);
-    if (!self->config || !self->metering || ppm_rpc_client_attach (self->config, self->loop)
-        || ppm_rpc_client_attach (self->metering, self->loop))
+    if (!self->config_rpc || !self->metering ||
+        ppm_rpc_client_attach (self->config_rpc, self->loop) ||
+        ppm_rpc_client_attach (self->metering, self->loop))
         return "cannot connect to config or metering";
     if (c->config_events && *c->config_events) {
         self->config_sub = ppm_events_sub_new (c->config_events);
@@ -2613,16 +2623,16 @@ s_setup (s_self_t *self)
         const char *method;
         ppm_rpc_handler_fn *fn;
     } routes[] = {
-        { "payment.Checkout", s_handle_checkout },
-        { "payment.Confirm", s_handle_confirm },
-        { "payment.Settle", s_handle_settle },
-        { "payment.Webhook", s_handle_webhook },
-        { "payment.Get", s_handle_get },
-        { "payment.List", s_handle_list },
-        { "payment.SessionTotals", s_handle_totals },
-        { "payment.Earnings", s_handle_earnings },
-        { "payment.ExportCsv", s_handle_csv },
-        { "payment.Reconcile", s_handle_reconcile },
+        {"payment.Checkout", s_handle_checkout},
+        {"payment.Confirm", s_handle_confirm},
+        {"payment.Settle", s_handle_settle},
+        {"payment.Webhook", s_handle_webhook},
+        {"payment.Get", s_handle_get},
+        {"payment.List", s_handle_list},
+        {"payment.SessionTotals", s_handle_totals},
+        {"payment.Earnings", s_handle_earnings},
+        {"payment.ExportCsv", s_handle_csv},
+        {"payment.Reconcile", s_handle_reconcile},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         ppm_rpc_server_handle (self->server, routes[i].method, routes[i].fn, self);
@@ -2637,6 +2647,7 @@ s_setup (s_self_t *self)
 void
 payment_server_actor (zsock_t *pipe, void *args)
 {
+    zsock_signal (pipe, 0); /* zactor_new returns; the report follows */
     s_self_t *self = (s_self_t *)zmalloc (sizeof (s_self_t));
     self->pipe = pipe;
     const payment_config_t *in = (const payment_config_t *)args;

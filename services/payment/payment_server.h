@@ -27,17 +27,17 @@ typedef struct {
     const char *config_events;     /* config PUB ("" = none: cache by TTL only) */
     const char *metering_endpoint; /* metering service RPC */
     const char *pg_url;
-    const char *stripe_api_base;       /* "https://api.stripe.com" or the emulator */
-    int64_t pg_statement_timeout_ms;   /* bound on each SQL statement */
-    int64_t stripe_timeout_ms;         /* per Stripe attempt */
-    int64_t stripe_retries;            /* retries after the first attempt */
-    int64_t stripe_backoff_percent;    /* 100 = STRIPE.md's backoff; tests use less */
-    int64_t reconcile_interval_ms;     /* how often the job runs */
-    int64_t reconcile_age_ms;          /* a payment untouched this long is checked */
-    int64_t abandon_after_ms;          /* unpaid this long: canceled at Stripe */
-    int64_t outbox_interval_ms;        /* outbox pump period */
-    int64_t tenant_cache_ms;           /* how long keys/settings are cached */
-    const char *fault;                 /* test-only crash point ("" = none) */
+    const char *stripe_api_base;     /* "https://api.stripe.com" or the emulator */
+    int64_t pg_statement_timeout_ms; /* bound on each SQL statement */
+    int64_t stripe_timeout_ms;       /* per Stripe attempt */
+    int64_t stripe_retries;          /* retries after the first attempt */
+    int64_t stripe_backoff_percent;  /* 100 = STRIPE.md's backoff; tests use less */
+    int64_t reconcile_interval_ms;   /* how often the job runs */
+    int64_t reconcile_age_ms;        /* a payment untouched this long is checked */
+    int64_t abandon_after_ms;        /* unpaid this long: canceled at Stripe */
+    int64_t outbox_interval_ms;      /* outbox pump period */
+    int64_t tenant_cache_ms;         /* how long keys/settings are cached */
+    const char *fault;               /* test-only crash point ("" = none) */
 } payment_config_t;
 
 /* Fills c with the defaults above (addresses from ARCHITECTURE.md). */

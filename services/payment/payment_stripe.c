@@ -43,7 +43,7 @@ struct _s_request_t {
     char *form;                 /* POST body (owned) */
     payment_stripe_fn *fn;      /* the one callback */
     void *arg;
-    char *body;                 /* reply body of the current attempt */
+    char *body; /* reply body of the current attempt */
     size_t body_size;
     bool too_large;      /* the reply passed the cap */
     char request_id[96]; /* Request-Id header */
@@ -59,34 +59,34 @@ const char *
 payment_stripe_strerror (payment_stripe_err_t err)
 {
     switch (err) {
-    case PAYMENT_STRIPE_OK:
-        return "ok";
-    case PAYMENT_STRIPE_DECLINED:
-        return "card declined";
-    case PAYMENT_STRIPE_INVALID:
-        return "Stripe refused the request as invalid";
-    case PAYMENT_STRIPE_IDEMPOTENCY:
-        return "idempotency key reused with different parameters";
-    case PAYMENT_STRIPE_AUTH:
-        return "Stripe rejected the API key";
-    case PAYMENT_STRIPE_PERMISSION:
-        return "the Stripe key lacks a permission";
-    case PAYMENT_STRIPE_NOT_FOUND:
-        return "no such Stripe object";
-    case PAYMENT_STRIPE_CONFLICT:
-        return "Stripe reported a conflict";
-    case PAYMENT_STRIPE_RATE_LIMITED:
-        return "Stripe rate limit reached";
-    case PAYMENT_STRIPE_UNAVAILABLE:
-        return "Stripe unavailable";
-    case PAYMENT_STRIPE_NETWORK:
-        return "Stripe unreachable";
-    case PAYMENT_STRIPE_TIMEOUT:
-        return "Stripe did not answer in time";
-    case PAYMENT_STRIPE_BAD_REPLY:
-        return "unexpected reply from Stripe";
-    case PAYMENT_STRIPE_CANCELLED:
-        return "cancelled";
+        case PAYMENT_STRIPE_OK:
+            return "ok";
+        case PAYMENT_STRIPE_DECLINED:
+            return "card declined";
+        case PAYMENT_STRIPE_INVALID:
+            return "Stripe refused the request as invalid";
+        case PAYMENT_STRIPE_IDEMPOTENCY:
+            return "idempotency key reused with different parameters";
+        case PAYMENT_STRIPE_AUTH:
+            return "Stripe rejected the API key";
+        case PAYMENT_STRIPE_PERMISSION:
+            return "the Stripe key lacks a permission";
+        case PAYMENT_STRIPE_NOT_FOUND:
+            return "no such Stripe object";
+        case PAYMENT_STRIPE_CONFLICT:
+            return "Stripe reported a conflict";
+        case PAYMENT_STRIPE_RATE_LIMITED:
+            return "Stripe rate limit reached";
+        case PAYMENT_STRIPE_UNAVAILABLE:
+            return "Stripe unavailable";
+        case PAYMENT_STRIPE_NETWORK:
+            return "Stripe unreachable";
+        case PAYMENT_STRIPE_TIMEOUT:
+            return "Stripe did not answer in time";
+        case PAYMENT_STRIPE_BAD_REPLY:
+            return "unexpected reply from Stripe";
+        case PAYMENT_STRIPE_CANCELLED:
+            return "cancelled";
     }
     return "unknown Stripe error";
 }
@@ -95,29 +95,29 @@ ppm_code_t
 payment_stripe_code (payment_stripe_err_t err)
 {
     switch (err) {
-    case PAYMENT_STRIPE_OK:
-        return PPM_OK;
-    case PAYMENT_STRIPE_DECLINED:
-    case PAYMENT_STRIPE_AUTH:
-    case PAYMENT_STRIPE_PERMISSION:
-        return PPM_FAILED_PRECONDITION;
-    case PAYMENT_STRIPE_INVALID:
-        return PPM_INVALID_ARGUMENT;
-    case PAYMENT_STRIPE_NOT_FOUND:
-        return PPM_NOT_FOUND;
-    case PAYMENT_STRIPE_CONFLICT:
-        return PPM_ABORTED;
-    case PAYMENT_STRIPE_RATE_LIMITED:
-        return PPM_RESOURCE_EXHAUSTED;
-    case PAYMENT_STRIPE_UNAVAILABLE:
-    case PAYMENT_STRIPE_NETWORK:
-    case PAYMENT_STRIPE_TIMEOUT:
-        return PPM_UNAVAILABLE;
-    case PAYMENT_STRIPE_CANCELLED:
-        return PPM_CANCELLED;
-    case PAYMENT_STRIPE_IDEMPOTENCY:
-    case PAYMENT_STRIPE_BAD_REPLY:
-        return PPM_INTERNAL;
+        case PAYMENT_STRIPE_OK:
+            return PPM_OK;
+        case PAYMENT_STRIPE_DECLINED:
+        case PAYMENT_STRIPE_AUTH:
+        case PAYMENT_STRIPE_PERMISSION:
+            return PPM_FAILED_PRECONDITION;
+        case PAYMENT_STRIPE_INVALID:
+            return PPM_INVALID_ARGUMENT;
+        case PAYMENT_STRIPE_NOT_FOUND:
+            return PPM_NOT_FOUND;
+        case PAYMENT_STRIPE_CONFLICT:
+            return PPM_ABORTED;
+        case PAYMENT_STRIPE_RATE_LIMITED:
+            return PPM_RESOURCE_EXHAUSTED;
+        case PAYMENT_STRIPE_UNAVAILABLE:
+        case PAYMENT_STRIPE_NETWORK:
+        case PAYMENT_STRIPE_TIMEOUT:
+            return PPM_UNAVAILABLE;
+        case PAYMENT_STRIPE_CANCELLED:
+            return PPM_CANCELLED;
+        case PAYMENT_STRIPE_IDEMPOTENCY:
+        case PAYMENT_STRIPE_BAD_REPLY:
+            return PPM_INTERNAL;
     }
     return PPM_INTERNAL;
 }
@@ -125,9 +125,9 @@ payment_stripe_code (payment_stripe_err_t err)
 bool
 payment_stripe_indeterminate (payment_stripe_err_t err)
 {
-    return err == PAYMENT_STRIPE_UNAVAILABLE || err == PAYMENT_STRIPE_NETWORK
-           || err == PAYMENT_STRIPE_TIMEOUT || err == PAYMENT_STRIPE_BAD_REPLY
-           || err == PAYMENT_STRIPE_CANCELLED;
+    return err == PAYMENT_STRIPE_UNAVAILABLE || err == PAYMENT_STRIPE_NETWORK ||
+           err == PAYMENT_STRIPE_TIMEOUT || err == PAYMENT_STRIPE_BAD_REPLY ||
+           err == PAYMENT_STRIPE_CANCELLED;
 }
 
 /* ---- curl <-> zloop ----------------------------------------------------- */
@@ -159,7 +159,7 @@ s_curl_socket (CURL *easy, curl_socket_t fd, int what, void *userp, void *socket
     (void)easy;
     (void)socketp;
     payment_stripe_t *self = (payment_stripe_t *)userp;
-    zmq_pollitem_t item = { NULL, fd, 0, 0 };
+    zmq_pollitem_t item = {NULL, fd, 0, 0};
     zloop_poller_end (self->loop, &item);
     if (what == CURL_POLL_REMOVE)
         return 0;
@@ -415,8 +415,7 @@ s_finished (s_request_t *req, CURLcode code)
         if (req->too_large) {
             err = PAYMENT_STRIPE_BAD_REPLY;
             detail = "reply exceeds the size cap";
-        }
-        else if (code == CURLE_OPERATION_TIMEDOUT)
+        } else if (code == CURLE_OPERATION_TIMEDOUT)
             err = PAYMENT_STRIPE_TIMEOUT;
         s_end (req, err, NULL, NULL, detail, 0);
         return;
@@ -433,8 +432,7 @@ s_finished (s_request_t *req, CURLcode code)
         return;
     }
     payment_stripe_error_t error;
-    bool have_error =
-        root && payment_stripe_error_read (root, &error, detail, sizeof detail) == 0;
+    bool have_error = root && payment_stripe_error_read (root, &error, detail, sizeof detail) == 0;
     payment_stripe_err_t err = s_err_of_status (status, have_error ? &error : NULL);
     if (!have_error) {
         memset (&error, 0, sizeof error);
@@ -592,8 +590,8 @@ payment_stripe_request (payment_stripe_t *self, const char *method, const char *
         return -1;
     if (post && (!idempotency_key || !*idempotency_key || strlen (idempotency_key) > S_MAX_KEY))
         return -1;
-    if (strlen (api_key) == 0 || strlen (api_key) > PAYMENT_STRIPE_TEXT_MAX
-        || strpbrk (api_key, "\r\n") || (idempotency_key && strpbrk (idempotency_key, "\r\n")))
+    if (strlen (api_key) == 0 || strlen (api_key) > PAYMENT_STRIPE_TEXT_MAX ||
+        strpbrk (api_key, "\r\n") || (idempotency_key && strpbrk (idempotency_key, "\r\n")))
         return -1;
 
     s_request_t *req = (s_request_t *)zmalloc (sizeof (s_request_t));
@@ -641,8 +639,7 @@ payment_stripe_request (payment_stripe_t *self, const char *method, const char *
         curl_easy_setopt (easy, CURLOPT_POST, 1L);
         curl_easy_setopt (easy, CURLOPT_POSTFIELDS, req->form);
         curl_easy_setopt (easy, CURLOPT_POSTFIELDSIZE, (long)strlen (req->form));
-    }
-    else
+    } else
         curl_easy_setopt (easy, CURLOPT_HTTPGET, 1L);
 
     req->handle = zlistx_add_end (self->requests, req);

@@ -63,13 +63,13 @@ bool payment_stripe_indeterminate (payment_stripe_err_t err);
 /* What a request ended with; everything is borrowed for the callback. */
 typedef struct {
     payment_stripe_err_t err;
-    int http_status;              /* 0 when no HTTP answer */
-    const char *request_id;       /* Stripe's Request-Id header ("" if none) */
-    bool replayed;                /* Idempotent-Replayed: true */
-    int attempts;                 /* 1 + retries */
-    const json_t *body;           /* parsed reply object (NULL if none) */
+    int http_status;                     /* 0 when no HTTP answer */
+    const char *request_id;              /* Stripe's Request-Id header ("" if none) */
+    bool replayed;                       /* Idempotent-Replayed: true */
+    int attempts;                        /* 1 + retries */
+    const json_t *body;                  /* parsed reply object (NULL if none) */
     const payment_stripe_error_t *error; /* parsed error body when err != OK */
-    const char *detail;           /* curl's or the parser's words when no error body */
+    const char *detail;                  /* curl's or the parser's words when no error body */
 } payment_stripe_result_t;
 
 typedef void (payment_stripe_fn) (const payment_stripe_result_t *result, void *arg);

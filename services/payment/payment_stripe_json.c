@@ -8,8 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int
-s_fail (char *error, size_t error_size, const char *fmt, ...)
+static int s_fail (char *error, size_t error_size, const char *fmt, ...)
     __attribute__ ((format (printf, 3, 4)));
 
 static int
@@ -155,9 +154,9 @@ s_meta (const json_t *object, payment_stripe_meta_t *out, char *error, size_t er
         return 0;
     if (!json_is_object (meta))
         return s_fail (error, error_size, "field metadata: expected an object");
-    if (s_str (meta, "tenant", out->tenant, sizeof out->tenant, error, error_size)
-        || s_str (meta, "session", out->session, sizeof out->session, error, error_size)
-        || s_str (meta, "payment", out->payment, sizeof out->payment, error, error_size))
+    if (s_str (meta, "tenant", out->tenant, sizeof out->tenant, error, error_size) ||
+        s_str (meta, "session", out->session, sizeof out->session, error, error_size) ||
+        s_str (meta, "payment", out->payment, sizeof out->payment, error, error_size))
         return -1;
     return 0;
 }
@@ -170,11 +169,11 @@ s_error_object (const json_t *err, payment_stripe_error_t *out, char *error, siz
         return 0;
     if (!json_is_object (err))
         return s_fail (error, error_size, "field error: expected an object");
-    if (s_str (err, "type", out->type, sizeof out->type, error, error_size)
-        || s_str (err, "code", out->code, sizeof out->code, error, error_size)
-        || s_str (err, "decline_code", out->decline_code, sizeof out->decline_code, error,
-                  error_size)
-        || s_str (err, "param", out->param, sizeof out->param, error, error_size))
+    if (s_str (err, "type", out->type, sizeof out->type, error, error_size) ||
+        s_str (err, "code", out->code, sizeof out->code, error, error_size) ||
+        s_str (err, "decline_code", out->decline_code, sizeof out->decline_code, error,
+               error_size) ||
+        s_str (err, "param", out->param, sizeof out->param, error, error_size))
         return -1;
     /* Messages are for people: cut rather than refuse a long one. */
     json_t *message = json_object_get (err, "message");
@@ -184,12 +183,11 @@ s_error_object (const json_t *err, payment_stripe_error_t *out, char *error, siz
         return s_fail (error, error_size, "field error.message: expected a string");
     json_t *pi = json_object_get (err, "payment_intent");
     if (json_is_object (pi)) {
-        if (s_str (pi, "id", out->payment_intent, sizeof out->payment_intent, error, error_size)
-            || s_str (pi, "status", out->payment_intent_status, sizeof out->payment_intent_status,
-                      error, error_size))
+        if (s_str (pi, "id", out->payment_intent, sizeof out->payment_intent, error, error_size) ||
+            s_str (pi, "status", out->payment_intent_status, sizeof out->payment_intent_status,
+                   error, error_size))
             return -1;
-    }
-    else if (json_is_string (pi)) {
+    } else if (json_is_string (pi)) {
         if (s_str (err, "payment_intent", out->payment_intent, sizeof out->payment_intent, error,
                    error_size))
             return -1;
@@ -234,23 +232,23 @@ payment_stripe_pi_read (const json_t *object, payment_stripe_pi_t *out, char *er
     memset (out, 0, sizeof *out);
     if (s_expect_object (object, "payment_intent", error, error_size))
         return -1;
-    if (s_str (object, "id", out->id, sizeof out->id, error, error_size)
-        || s_str (object, "status", out->status, sizeof out->status, error, error_size)
-        || s_str (object, "currency", out->currency, sizeof out->currency, error, error_size)
-        || s_str (object, "capture_method", out->capture_method, sizeof out->capture_method, error,
-                  error_size)
-        || s_str (object, "client_secret", out->client_secret, sizeof out->client_secret, error,
-                  error_size)
-        || s_str (object, "customer", out->customer, sizeof out->customer, error, error_size)
-        || s_str (object, "latest_charge", out->latest_charge, sizeof out->latest_charge, error,
-                  error_size)
-        || s_amount (object, "amount", &out->amount, error, error_size)
-        || s_amount (object, "amount_capturable", &out->amount_capturable, error, error_size)
-        || s_amount (object, "amount_received", &out->amount_received, error, error_size)
-        || s_bool (object, "livemode", &out->livemode, error, error_size)
-        || s_meta (object, &out->meta, error, error_size)
-        || s_error_object (json_object_get (object, "last_payment_error"), &out->last_error, error,
-                           error_size))
+    if (s_str (object, "id", out->id, sizeof out->id, error, error_size) ||
+        s_str (object, "status", out->status, sizeof out->status, error, error_size) ||
+        s_str (object, "currency", out->currency, sizeof out->currency, error, error_size) ||
+        s_str (object, "capture_method", out->capture_method, sizeof out->capture_method, error,
+               error_size) ||
+        s_str (object, "client_secret", out->client_secret, sizeof out->client_secret, error,
+               error_size) ||
+        s_str (object, "customer", out->customer, sizeof out->customer, error, error_size) ||
+        s_str (object, "latest_charge", out->latest_charge, sizeof out->latest_charge, error,
+               error_size) ||
+        s_amount (object, "amount", &out->amount, error, error_size) ||
+        s_amount (object, "amount_capturable", &out->amount_capturable, error, error_size) ||
+        s_amount (object, "amount_received", &out->amount_received, error, error_size) ||
+        s_bool (object, "livemode", &out->livemode, error, error_size) ||
+        s_meta (object, &out->meta, error, error_size) ||
+        s_error_object (json_object_get (object, "last_payment_error"), &out->last_error, error,
+                        error_size))
         return -1;
     if (out->status[0] == '\0')
         return s_fail (error, error_size, "field status: missing");
@@ -264,18 +262,18 @@ payment_stripe_checkout_read (const json_t *object, payment_stripe_checkout_t *o
     memset (out, 0, sizeof *out);
     if (s_expect_object (object, "checkout.session", error, error_size))
         return -1;
-    if (s_str (object, "id", out->id, sizeof out->id, error, error_size)
-        || s_str (object, "status", out->status, sizeof out->status, error, error_size)
-        || s_str (object, "payment_status", out->payment_status, sizeof out->payment_status, error,
-                  error_size)
-        || s_str (object, "payment_intent", out->payment_intent, sizeof out->payment_intent, error,
-                  error_size)
-        || s_str (object, "url", out->url, sizeof out->url, error, error_size)
-        || s_str (object, "client_reference_id", out->client_reference_id,
-                  sizeof out->client_reference_id, error, error_size)
-        || s_str (object, "currency", out->currency, sizeof out->currency, error, error_size)
-        || s_amount (object, "amount_total", &out->amount_total, error, error_size)
-        || s_meta (object, &out->meta, error, error_size))
+    if (s_str (object, "id", out->id, sizeof out->id, error, error_size) ||
+        s_str (object, "status", out->status, sizeof out->status, error, error_size) ||
+        s_str (object, "payment_status", out->payment_status, sizeof out->payment_status, error,
+               error_size) ||
+        s_str (object, "payment_intent", out->payment_intent, sizeof out->payment_intent, error,
+               error_size) ||
+        s_str (object, "url", out->url, sizeof out->url, error, error_size) ||
+        s_str (object, "client_reference_id", out->client_reference_id,
+               sizeof out->client_reference_id, error, error_size) ||
+        s_str (object, "currency", out->currency, sizeof out->currency, error, error_size) ||
+        s_amount (object, "amount_total", &out->amount_total, error, error_size) ||
+        s_meta (object, &out->meta, error, error_size))
         return -1;
     return 0;
 }
@@ -287,18 +285,18 @@ payment_stripe_object_read (const json_t *object, payment_stripe_object_t *out, 
     memset (out, 0, sizeof *out);
     if (s_expect_object (object, NULL, error, error_size))
         return -1;
-    if (s_str (object, "id", out->id, sizeof out->id, error, error_size)
-        || s_str (object, "object", out->object, sizeof out->object, error, error_size)
-        || s_str (object, "status", out->status, sizeof out->status, error, error_size)
-        || s_str (object, "payment_intent", out->payment_intent, sizeof out->payment_intent, error,
-                  error_size)
-        || s_str (object, "charge", out->charge, sizeof out->charge, error, error_size)
-        || s_str (object, "reason", out->reason, sizeof out->reason, error, error_size)
-        || s_str (object, "currency", out->currency, sizeof out->currency, error, error_size)
-        || s_amount (object, "amount", &out->amount, error, error_size)
-        || s_amount (object, "amount_refunded", &out->amount_refunded, error, error_size)
-        || s_bool (object, "refunded", &out->refunded, error, error_size)
-        || s_meta (object, &out->meta, error, error_size))
+    if (s_str (object, "id", out->id, sizeof out->id, error, error_size) ||
+        s_str (object, "object", out->object, sizeof out->object, error, error_size) ||
+        s_str (object, "status", out->status, sizeof out->status, error, error_size) ||
+        s_str (object, "payment_intent", out->payment_intent, sizeof out->payment_intent, error,
+               error_size) ||
+        s_str (object, "charge", out->charge, sizeof out->charge, error, error_size) ||
+        s_str (object, "reason", out->reason, sizeof out->reason, error, error_size) ||
+        s_str (object, "currency", out->currency, sizeof out->currency, error, error_size) ||
+        s_amount (object, "amount", &out->amount, error, error_size) ||
+        s_amount (object, "amount_refunded", &out->amount_refunded, error, error_size) ||
+        s_bool (object, "refunded", &out->refunded, error, error_size) ||
+        s_meta (object, &out->meta, error, error_size))
         return -1;
     return 0;
 }
@@ -310,10 +308,10 @@ payment_stripe_event_read (const json_t *root, payment_stripe_event_t *out, char
     memset (out, 0, sizeof *out);
     if (s_expect_object (root, "event", error, error_size))
         return -1;
-    if (s_str (root, "id", out->id, sizeof out->id, error, error_size)
-        || s_str (root, "type", out->type, sizeof out->type, error, error_size)
-        || s_amount (root, "created", &out->created, error, error_size)
-        || s_bool (root, "livemode", &out->livemode, error, error_size))
+    if (s_str (root, "id", out->id, sizeof out->id, error, error_size) ||
+        s_str (root, "type", out->type, sizeof out->type, error, error_size) ||
+        s_amount (root, "created", &out->created, error, error_size) ||
+        s_bool (root, "livemode", &out->livemode, error, error_size))
         return -1;
     if (out->type[0] == '\0')
         return s_fail (error, error_size, "field type: missing");

@@ -103,8 +103,8 @@ int payment_stripe_error_read (const json_t *root, payment_stripe_error_t *out, 
                                size_t error_size);
 int payment_stripe_pi_read (const json_t *object, payment_stripe_pi_t *out, char *error,
                             size_t error_size);
-int payment_stripe_checkout_read (const json_t *object, payment_stripe_checkout_t *out,
-                                  char *error, size_t error_size);
+int payment_stripe_checkout_read (const json_t *object, payment_stripe_checkout_t *out, char *error,
+                                  size_t error_size);
 int payment_stripe_object_read (const json_t *object, payment_stripe_object_t *out, char *error,
                                 size_t error_size);
 int payment_stripe_event_read (const json_t *root, payment_stripe_event_t *out, char *error,
