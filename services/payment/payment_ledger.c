@@ -711,12 +711,17 @@ payment_ledger_event_begin (ppm_pg_t *pg, const char *tenant, const char *event_
     ppm_pg_result_t rc = ppm_pg_exec (pg,
                                       "INSERT INTO payment.webhook_events (tenant_id, event_id, "
                                       "type, received_at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT "
-                                      "(tenant_id, event_id) DO UPDATE SET type = EXCLUDED.type "
-                                      "RETURNING processed_at_ms IS NOT NULL",
+                                      "(tenant_id, event_id) DO UPDATE SET received_at_ms = "
+                                      "EXCLUDED.received_at_ms WHERE "
+                                      "webhook_events.processed_at_ms IS NULL AND "
+                                      "webhook_events.received_at_ms < EXCLUDED.received_at_ms - "
+                                      "30000 RETURNING true",
                                       4, params, &res);
     if (rc != PPM_PG_OK)
         return rc;
-    *seen = s_bool (res, 0, 0);
+    /* New, or an earlier delivery that was never processed (and is not
+       being processed now): ours to process. Otherwise a duplicate. */
+    *seen = PQntuples (res) == 0;
     PQclear (res);
     return PPM_PG_OK;
 }

@@ -170,8 +170,10 @@ ppm_pg_result_t payment_ledger_dispute (ppm_pg_t *pg, const char *tenant, const 
                                         const char *reason, const char *status, int64_t amount,
                                         bool *is_new);
 
-/* Webhook events: *seen is true when (tenant, event_id) was processed
-   before; otherwise the event is recorded (unprocessed). */
+/* Webhook events: *seen is true when (tenant, event_id) was received
+   before and was processed, or is being processed (received less than
+   30 s ago); otherwise the event is recorded (unprocessed) and the caller
+   processes it, then calls payment_ledger_event_done. */
 ppm_pg_result_t payment_ledger_event_begin (ppm_pg_t *pg, const char *tenant, const char *event_id,
                                             const char *type, bool *seen);
 ppm_pg_result_t payment_ledger_event_done (ppm_pg_t *pg, const char *tenant, const char *event_id,
