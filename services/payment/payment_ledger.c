@@ -294,18 +294,20 @@ s_one (ppm_pg_t *pg, const char *sql, int nparams, const char *const *params, pa
 
 /* ---- create ------------------------------------------------------------------ */
 
-typedef struct {
-    payment_row_t *row;
-} s_create_t;
-
-static ppm_pg_result_t
-s_create_tx (ppm_pg_t *pg, void *arg)
+/* One statement: the payment, its consent and its first transition are
+   written together or not at all (and in one round trip). */
+ppm_pg_result_t
+payment_ledger_create (ppm_pg_t *pg, payment_row_t *row)
 {
-    payment_row_t *row = ((s_create_t *)arg)->row;
+    row->state = PAYMENT_ST_CREATED;
+    if (row->created_at_ms == 0)
+        row->created_at_ms = ppm_clock_now_ms ();
+    row->updated_at_ms = row->created_at_ms;
     s_num_t minutes = s_num (row->minutes);
     s_num_t rate = s_num (row->rate_per_minute);
     s_num_t amount = s_num (row->amount);
     s_num_t now = s_num (row->created_at_ms);
+    s_num_t accepted = s_num (row->terms_accepted_at_ms);
     const char *params[] = {row->payment_id, row->tenant_id,
                             row->session_id, row->payer,
                             row->payee,      row->mode,
@@ -314,50 +316,30 @@ s_create_tx (ppm_pg_t *pg, void *arg)
                             minutes.text,    rate.text,
                             amount.text,     row->currency,
                             now.text,        row->success_url,
-                            row->cancel_url};
-    PGresult *res = NULL;
-    ppm_pg_result_t rc = ppm_pg_exec (
-        pg,
-        "INSERT INTO payment.payments (payment_id, tenant_id, session_id, payer, payee, mode, "
-        "flow, billing_mode, rounding, refund_unused, minutes, rate_per_minute, amount, currency, "
-        "state, seq, created_at_ms, updated_at_ms, success_url, cancel_url) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'created', "
-        "(SELECT coalesce(max(seq), 0) + 1 FROM payment.payments WHERE tenant_id = $2 AND "
-        "session_id = $3), $15, $15, $16, $17) RETURNING seq",
-        17, params, &res);
-    if (rc != PPM_PG_OK)
-        return rc;
-    row->seq = (int)s_int (res, 0, 0);
-    PQclear (res);
-    s_num_t accepted = s_num (row->terms_accepted_at_ms);
-    const char *consent[] = {row->payment_id, row->tenant_id, row->session_id,
-                             row->payer,      row->terms_url, accepted.text};
-    rc = ppm_pg_exec (pg,
-                      "INSERT INTO payment.consents (payment_id, tenant_id, session_id, payer, "
-                      "terms_url, accepted_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
-                      6, consent, NULL);
-    if (rc != PPM_PG_OK)
-        return rc;
-    const char *transition[] = {row->payment_id, row->tenant_id, now.text};
-    return ppm_pg_exec (pg,
-                        "INSERT INTO payment.transitions (payment_id, tenant_id, from_state, "
-                        "to_state, cause, at_ms) VALUES ($1, $2, NULL, 'created', "
-                        "'checkout: consent recorded', $3)",
-                        3, transition, NULL);
-}
-
-ppm_pg_result_t
-payment_ledger_create (ppm_pg_t *pg, payment_row_t *row)
-{
-    row->state = PAYMENT_ST_CREATED;
-    if (row->created_at_ms == 0)
-        row->created_at_ms = ppm_clock_now_ms ();
-    row->updated_at_ms = row->created_at_ms;
-    s_create_t ctx = {row};
+                            row->cancel_url, row->customer,
+                            row->terms_url,  accepted.text};
     ppm_pg_result_t rc = PPM_PG_OK;
     /* Two checkouts of one session at once may pick the same seq: redo. */
     for (int attempt = 0; attempt < 5; attempt++) {
-        rc = ppm_pg_transaction (pg, PPM_PG_READ_COMMITTED, 3, s_create_tx, &ctx);
+        PGresult *res = NULL;
+        rc = ppm_pg_exec (
+            pg,
+            "WITH p AS (INSERT INTO payment.payments (payment_id, tenant_id, session_id, payer, "
+            "payee, mode, flow, billing_mode, rounding, refund_unused, minutes, rate_per_minute, "
+            "amount, currency, state, seq, created_at_ms, updated_at_ms, success_url, cancel_url, "
+            "stripe_customer) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
+            "$14, 'created', (SELECT coalesce(max(seq), 0) + 1 FROM payment.payments WHERE "
+            "tenant_id = $2 AND session_id = $3), $15, $15, $16, $17, $18) RETURNING seq), "
+            "c AS (INSERT INTO payment.consents (payment_id, tenant_id, session_id, payer, "
+            "terms_url, accepted_at_ms) SELECT $1, $2, $3, $4, $19, $20 FROM p), "
+            "t AS (INSERT INTO payment.transitions (payment_id, tenant_id, from_state, to_state, "
+            "cause, at_ms) SELECT $1, $2, NULL, 'created', 'checkout: consent recorded', $15 "
+            "FROM p) SELECT seq FROM p",
+            20, params, &res);
+        if (rc == PPM_PG_OK) {
+            row->seq = (int)s_int (res, 0, 0);
+            PQclear (res);
+        }
         if (rc != PPM_PG_UNIQUE_VIOLATION)
             break;
     }
@@ -487,60 +469,52 @@ s_apply_tx (ppm_pg_t *pg, void *arg)
     s_num_t now_text = s_num (now);
     s_num_t cap_text = s_num (captured);
     s_num_t ref_text = s_num (refunded);
-    const char *params[] = {
-        ctx->tenant,        ctx->payment_id,      payment_state_name (ctx->to),
-        cap_text.text,      ref_text.text,        ch->disputed ? "true" : "false",
-        ch->payment_intent, ch->checkout_session, ch->client_secret,
-        ch->checkout_url,   ch->failure_code,     ch->failure_message,
-        now_text.text};
-    rc = ppm_pg_exec (pg,
-                      "UPDATE payment.payments SET state = $3, captured = $4, refunded = $5, "
-                      "disputed = disputed OR $6::boolean, "
-                      "stripe_payment_intent = coalesce($7, stripe_payment_intent), "
-                      "stripe_checkout_session = coalesce($8, stripe_checkout_session), "
-                      "client_secret = coalesce($9, client_secret), "
-                      "checkout_url = coalesce($10, checkout_url), "
-                      "failure_code = coalesce($11, failure_code), "
-                      "failure_message = coalesce($12, failure_message), updated_at_ms = $13 "
-                      "WHERE tenant_id = $1 AND payment_id = $2",
-                      13, params, NULL);
+    /* One statement: the row, its transition and — the first time it is
+       paid — the outbox row that funds the session. */
+    bool fund =
+        !row->funded && (ctx->to == PAYMENT_ST_AUTHORIZED || ctx->to == PAYMENT_ST_SUCCEEDED);
+    const char *params[] = {ctx->tenant,
+                            ctx->payment_id,
+                            payment_state_name (ctx->to),
+                            cap_text.text,
+                            ref_text.text,
+                            ch->disputed ? "true" : "false",
+                            ch->payment_intent,
+                            ch->checkout_session,
+                            ch->client_secret,
+                            ch->checkout_url,
+                            ch->failure_code,
+                            ch->failure_message,
+                            now_text.text,
+                            payment_state_name (from),
+                            ch->cause ? ch->cause : "unspecified",
+                            ch->request_id && *ch->request_id ? ch->request_id : NULL,
+                            ch->event_id,
+                            fund ? "true" : "false"};
+    rc = ppm_pg_exec (
+        pg,
+        "WITH u AS (UPDATE payment.payments SET state = $3, captured = $4, refunded = $5, "
+        "disputed = disputed OR $6::boolean, "
+        "stripe_payment_intent = coalesce($7, stripe_payment_intent), "
+        "stripe_checkout_session = coalesce($8, stripe_checkout_session), "
+        "client_secret = coalesce($9, client_secret), checkout_url = coalesce($10, checkout_url), "
+        "failure_code = coalesce($11, failure_code), "
+        "failure_message = coalesce($12, failure_message), updated_at_ms = $13, "
+        "funded = funded OR $18::boolean "
+        "WHERE tenant_id = $1 AND payment_id = $2 "
+        "RETURNING session_id, minutes, amount, currency), "
+        "t AS (INSERT INTO payment.transitions (payment_id, tenant_id, from_state, to_state, "
+        "cause, stripe_request_id, event_id, at_ms) SELECT $2, $1, $14, $3, $15, $16, $17, "
+        "$13::bigint FROM u) "
+        "INSERT INTO payment.outbox (tenant_id, payment_id, session_id, minutes, amount, "
+        "currency, next_attempt_ms, created_at_ms) SELECT $1, $2, session_id, minutes, amount, "
+        "currency, $13::bigint, $13::bigint FROM u WHERE $18::boolean "
+        "ON CONFLICT (payment_id) DO NOTHING",
+        18, params, NULL);
     if (rc != PPM_PG_OK)
         return rc;
-    const char *transition[] = {ctx->payment_id,
-                                ctx->tenant,
-                                payment_state_name (from),
-                                payment_state_name (ctx->to),
-                                ch->cause ? ch->cause : "unspecified",
-                                ch->request_id && *ch->request_id ? ch->request_id : NULL,
-                                ch->event_id,
-                                now_text.text};
-    rc = ppm_pg_exec (pg,
-                      "INSERT INTO payment.transitions (payment_id, tenant_id, from_state, "
-                      "to_state, cause, stripe_request_id, event_id, at_ms) VALUES ($1, $2, $3, "
-                      "$4, $5, $6, $7, $8)",
-                      8, transition, NULL);
-    if (rc != PPM_PG_OK)
-        return rc;
-    if (!row->funded && (ctx->to == PAYMENT_ST_AUTHORIZED || ctx->to == PAYMENT_ST_SUCCEEDED)) {
-        s_num_t minutes = s_num (row->minutes);
-        s_num_t amount = s_num (row->amount);
-        const char *outbox[] = {ctx->tenant, ctx->payment_id, row->session_id, minutes.text,
-                                amount.text, row->currency,   now_text.text};
-        rc = ppm_pg_exec (pg,
-                          "INSERT INTO payment.outbox (tenant_id, payment_id, session_id, "
-                          "minutes, amount, currency, next_attempt_ms, created_at_ms) VALUES "
-                          "($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (payment_id) DO NOTHING",
-                          7, outbox, NULL);
-        if (rc != PPM_PG_OK)
-            return rc;
-        rc = ppm_pg_exec (pg,
-                          "UPDATE payment.payments SET funded = true WHERE tenant_id = $1 AND "
-                          "payment_id = $2",
-                          2, key, NULL);
-        if (rc != PPM_PG_OK)
-            return rc;
+    if (fund)
         row->funded = true;
-    }
     row->state = ctx->to;
     row->captured = captured;
     row->refunded = refunded;
