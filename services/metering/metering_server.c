@@ -160,25 +160,29 @@ s_finalize (self_t *self, metering_result_t *res, int64_t now)
 }
 
 /* Everything after a script run from an RPC: publish, journal, finalize,
-   arm the next deadline. */
+   set the bucket entry to the next deadline. prearm is the score this RPC
+   pre-armed (-1: none): the entry takes the new deadline when it still
+   holds that score (a tick that read the session before this change then
+   fails its compare-and-set) or when the new deadline is earlier. */
 static void
-s_after (self_t *self, metering_result_t *res, int64_t now)
+s_after (self_t *self, metering_result_t *res, int64_t now, int64_t prearm)
 {
     s_publish_all (self, res);
     int64_t next = res->next_ms;
     if (s_journal (self, res, now) || s_finalize (self, res, now))
         next = now + S_RETRY_MS; /* the tick retries */
-    if (next >= 0) {
-        uint32_t b = metering_bucket_of (res->snap.session_id, (uint32_t)self->cfg.buckets);
-        metering_store_arm (self->store, b, res->snap.session_id, next);
-    }
+    uint32_t b = metering_bucket_of (res->snap.session_id, (uint32_t)self->cfg.buckets);
+    metering_store_settle_entry (self->store, b, res->snap.session_id, prearm, next);
 }
 
-static void
+/* Makes the session due now (ZADD LT), before a change that may bring
+   its deadline earlier; returns the score set, for s_after. */
+static int64_t
 s_prearm (self_t *self, const char *sid, int64_t now)
 {
     uint32_t b = metering_bucket_of (sid, (uint32_t)self->cfg.buckets);
     metering_store_arm (self->store, b, sid, now);
+    return now;
 }
 
 /* ---- the tick -------------------------------------------------------- */
@@ -751,7 +755,7 @@ s_create (ppm_rpc_call_t *call, void *arg)
     }
     if (metering_db_create (self->pg, &res.snap, q->quote_id, q->settings_version, now))
         ppm_log_warn ("metering: session %s not yet in PostgreSQL", sid);
-    s_after (self, &res, now);
+    s_after (self, &res, now, now);
     s_reply_session (&call, &res.snap, now);
 cleanup:
     protobuf_c_message_free_unpacked (&req->base, NULL);
@@ -825,7 +829,7 @@ s_fund (ppm_rpc_call_t *call, void *arg)
         s_unavailable (&call, "PostgreSQL");
         goto cleanup;
     }
-    s_after (self, &res, now);
+    s_after (self, &res, now, now);
     Ppm__V1__Session session;
     metering_snap_to_proto (&res.snap, now, &session);
     Ppm__V1__FundReply reply = PPM__V1__FUND_REPLY__INIT;
@@ -872,8 +876,9 @@ s_session_op (self_t *self, ppm_rpc_call_t **call, const char *op, const char *m
     snprintf (at, sizeof at, "%lld", (long long)at_ms);
     snprintf (reason, sizeof reason, "%d", code);
     const char *argv[] = {by && *by ? by : "platform", actor ? actor : "", at, reason};
+    int64_t prearm = -1;
     if (strcmp (op, "hb") != 0)
-        s_prearm (self, sid, now);
+        prearm = s_prearm (self, sid, now);
     if (metering_store_op (self->store, sid, op, now, tenant, 4, argv, res)) {
         s_unavailable (call, "Redis");
         return -1;
@@ -882,7 +887,7 @@ s_session_op (self_t *self, ppm_rpc_call_t **call, const char *op, const char *m
         s_refuse (call, res);
         return -1;
     }
-    s_after (self, res, now);
+    s_after (self, res, now, prearm);
     return 0;
 }
 

@@ -27,6 +27,19 @@ static const char s_rearm_lua[] =
     "end\n"
     "return n\n";
 
+/* An RPC's bucket entry after its script: ARGV member, pre-armed score
+   (-1 none), next deadline (-1 none). */
+static const char s_settle_lua[] =
+    "local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
+    "local n = tonumber(ARGV[3])\n"
+    "local mine = cur and tonumber(cur) == tonumber(ARGV[2])\n"
+    "if n < 0 then\n"
+    "  if mine then redis.call('ZREM', KEYS[1], ARGV[1]) end\n"
+    "  return 0\n"
+    "end\n"
+    "if not cur or mine or tonumber(cur) > n then redis.call('ZADD', KEYS[1], n, ARGV[1]) end\n"
+    "return 1\n";
+
 /* Lease of KEYS[1] for holder ARGV[1]: ARGV[2] = ttl takes a free lease
    or renews one's own; ARGV[2] = "0" releases one's own. 1 = done. */
 static const char s_lease_lua[] =
@@ -48,6 +61,7 @@ struct _metering_store_t {
     char sha_session[41];   /* metering_script_lua */
     char sha_rearm[41];     /* s_rearm_lua */
     char sha_lease[41];     /* s_lease_lua */
+    char sha_settle[41];    /* s_settle_lua */
     bool up;                /* last command reached Redis */
     int64_t retry_after_us; /* no reconnect before (back-off) */
 };
@@ -175,7 +189,8 @@ s_connect (metering_store_t *self)
     }
     if (s_load (self, metering_script_lua, self->sha_session) ||
         s_load (self, s_rearm_lua, self->sha_rearm) ||
-        s_load (self, s_lease_lua, self->sha_lease)) {
+        s_load (self, s_lease_lua, self->sha_lease) ||
+        s_load (self, s_settle_lua, self->sha_settle)) {
         s_drop (self);
         self->retry_after_us = s_mono_us () + 200000;
         return -1;
@@ -513,6 +528,28 @@ metering_store_arm (metering_store_t *self, uint32_t bucket, const char *sid, in
     snprintf (sc, sizeof sc, "%lld", (long long)score);
     const char *args[] = {"ZADD", key, "LT", sc, sid};
     redisAppendCommandArgv (self->ctx, 5, args, NULL);
+    redisReply *r = NULL;
+    if (s_read (self, 1, &r))
+        return -1;
+    int rc = r->type == REDIS_REPLY_INTEGER ? 0 : -1;
+    freeReplyObject (r);
+    return rc;
+}
+
+int
+metering_store_settle_entry (metering_store_t *self, uint32_t bucket, const char *sid,
+                             int64_t prearm, int64_t next)
+{
+    if (s_connect (self))
+        return -1;
+    char key[32];
+    char pre[24];
+    char nx[24];
+    snprintf (key, sizeof key, "{d:%u}", bucket);
+    snprintf (pre, sizeof pre, "%lld", (long long)prearm);
+    snprintf (nx, sizeof nx, "%lld", (long long)next);
+    const char *args[] = {"EVALSHA", self->sha_settle, "1", key, sid, pre, nx};
+    redisAppendCommandArgv (self->ctx, 7, args, NULL);
     redisReply *r = NULL;
     if (s_read (self, 1, &r))
         return -1;

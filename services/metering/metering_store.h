@@ -89,6 +89,12 @@ int metering_store_rearm (metering_store_t *self, uint32_t bucket, size_t n,
 /* ZADD LT: moves a session's entry earlier (or adds it). */
 int metering_store_arm (metering_store_t *self, uint32_t bucket, const char *sid, int64_t score);
 
+/* After an RPC's script: sets sid's entry to next when it still holds the
+   score prearm the RPC set (-1: none), is missing, or is later than next;
+   next < 0 removes it when it still holds prearm. */
+int metering_store_settle_entry (metering_store_t *self, uint32_t bucket, const char *sid,
+                                 int64_t prearm, int64_t next);
+
 /* Leases of buckets (real milliseconds). _acquire and _renew take a free
    lease or extend one held under the same name (a restarted replica with
    a stable name gets its buckets back at once); _release only drops one's

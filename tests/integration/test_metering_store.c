@@ -331,6 +331,29 @@ test_rearm_and_leases (void **state)
     assert_int_equal (r->integer, 0);
     freeReplyObject (r);
 
+    /* The race of a tick with an RPC: the RPC pre-arms (100), the tick
+       reads the entry (100) and the old session, the RPC's script changes
+       the session and sets the entry from its pre-arm to 5000; the tick's
+       stale compare-and-set (100 -> 9999) then fails. */
+    assert_int_equal (metering_store_arm (s_store, 4, "sB", 100), 0);
+    assert_int_equal (metering_store_settle_entry (s_store, 4, "sB", 100, 5000), 0);
+    const char *sb[] = {"sB"};
+    int64_t o2[] = {100};
+    int64_t n2[] = {9999};
+    assert_int_equal (metering_store_rearm (s_store, 4, 1, sb, o2, n2), 0);
+    r = metering_store_command (s_store, "ZSCORE {d:4} sB");
+    assert_string_equal (r->str, "5000");
+    freeReplyObject (r);
+    /* Without its pre-arm, an RPC only moves the entry earlier. */
+    assert_int_equal (metering_store_settle_entry (s_store, 4, "sB", -1, 7000), 0);
+    r = metering_store_command (s_store, "ZSCORE {d:4} sB");
+    assert_string_equal (r->str, "5000");
+    freeReplyObject (r);
+    assert_int_equal (metering_store_settle_entry (s_store, 4, "sB", -1, 4000), 0);
+    r = metering_store_command (s_store, "ZSCORE {d:4} sB");
+    assert_string_equal (r->str, "4000");
+    freeReplyObject (r);
+
     assert_int_equal (metering_store_lease_acquire (s_store, 5, "r1", 10000), 1);
     assert_int_equal (metering_store_lease_acquire (s_store, 5, "r2", 10000), 0);
     assert_int_equal (metering_store_lease_renew (s_store, 5, "r2", 10000), 0);
