@@ -91,6 +91,8 @@ main (int argc, char **argv)
         ppm_metrics_server_new (ppm_metrics_global (), s.metrics_bind, NULL, NULL);
     if (!metrics)
         ppm_log_warn ("payment: cannot serve metrics on %s", s.metrics_bind);
+    else
+        ppm_metrics_server_set_ready (metrics, true); /* schema migrated, sockets bound */
     while (!zsys_interrupted)
         zclock_sleep (100);
     ppm_metrics_server_destroy (&metrics);

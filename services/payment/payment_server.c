@@ -19,6 +19,7 @@
 #include "ppm_events.h"
 #include "ppm_form.h"
 #include "ppm_log.h"
+#include "ppm_metrics.h"
 #include "ppm_money.h"
 #include "ppm_pg.h"
 #include "ppm_rpc.h"
@@ -77,6 +78,15 @@ struct _s_self_t {
     zhashx_t *outbox_busy; /* payment ids whose Fund is in flight */
     int outbox_timer;
     int reconcile_timer;
+    int64_t gauges_at_ms;          /* when the gauges were last refreshed */
+    ppm_counter_t *m_webhooks;     /* ppm_webhooks_received_total{type} */
+    ppm_counter_t *m_webhooks_bad; /* ppm_webhooks_rejected_total{reason} */
+    ppm_counter_t *m_webhooks_dup; /* ppm_webhooks_duplicate_total */
+    ppm_counter_t *m_payments;     /* ppm_payments_total{state,currency} */
+    ppm_gauge_t *m_pending;        /* ppm_payments_pending */
+    ppm_counter_t *m_charged;      /* ppm_charged_minor_total{tenant,currency} */
+    ppm_counter_t *m_refunded;     /* ppm_refunded_minor_total{tenant,currency} */
+    ppm_gauge_t *m_outbox;         /* ppm_outbox_pending */
     bool reconcile_running;
 };
 
@@ -362,6 +372,10 @@ s_after_change (s_self_t *self, const payment_row_t *after)
     payment_state_t to = after->state;
     if (from == to)
         return;
+    ppm_counter_inc (self->m_payments, 1, payment_state_name (to), after->currency);
+    if (to == PAYMENT_ST_SUCCEEDED && after->captured > 0)
+        ppm_counter_inc (self->m_charged, (uint64_t)after->captured, after->tenant_id,
+                         after->currency);
     bool was_paid = from == PAYMENT_ST_AUTHORIZED || from == PAYMENT_ST_SUCCEEDED ||
                     from == PAYMENT_ST_REFUNDED;
     if ((to == PAYMENT_ST_AUTHORIZED || to == PAYMENT_ST_SUCCEEDED) && !was_paid) {
@@ -608,8 +622,26 @@ s_on_fund (const ppm_status_t *status, const uint8_t *payload, size_t size, void
 }
 
 static void
+s_refresh_gauges (s_self_t *self)
+{
+    int64_t now = ppm_clock_real_ms ();
+    if (now - self->gauges_at_ms < 5000)
+        return;
+    self->gauges_at_ms = now;
+    int64_t outbox = 0, pending = 0, count = 0;
+    if (payment_ledger_outbox_pending (self->pg, &outbox) == PPM_PG_OK)
+        ppm_gauge_set (self->m_outbox, (double)outbox);
+    payment_state_t open[] = {PAYMENT_ST_CREATED, PAYMENT_ST_PENDING, PAYMENT_ST_REQUIRES_ACTION};
+    for (size_t i = 0; i < 3; i++)
+        if (payment_ledger_count_state (self->pg, NULL, open[i], &count) == PPM_PG_OK)
+            pending += count;
+    ppm_gauge_set (self->m_pending, (double)pending);
+}
+
+static void
 s_outbox_pump (s_self_t *self)
 {
+    s_refresh_gauges (self);
     payment_outbox_t rows[S_OUTBOX_BATCH];
     size_t count = 0;
     if (payment_ledger_outbox_due (self->pg, ppm_clock_now_ms (), rows, S_OUTBOX_BATCH, &count) !=
@@ -1380,6 +1412,7 @@ s_on_settle_op (const payment_stripe_result_t *r, void *arg)
             ch.cause = "settle: refund of unused minutes";
             ch.request_id = r->request_id;
             ch.refunded = row->refunded + op->amount;
+            ppm_counter_inc (self->m_refunded, (uint64_t)op->amount, s->tenant, row->currency);
             if (payment_ledger_apply (self->pg, s->tenant, row->payment_id, PAYMENT_ST_REFUNDED,
                                       &ch, &changed, &after) == PPM_PG_OK &&
                 changed)
@@ -1864,6 +1897,8 @@ s_webhook_with_tenant (s_self_t *self, const ppm_status_t *status, void *arg)
         ppm_stripe_sig_verify (w->req->signature, body->data, body->len, t->webhook_secret,
                                ppm_clock_real_ms () / 1000, PPM_STRIPE_SIG_TOLERANCE_S, NULL);
     if (serr != PPM_STRIPE_SIG_OK) {
+        ppm_counter_inc (self->m_webhooks_bad, 1,
+                         serr == PPM_STRIPE_SIG_TOLERANCE ? "timestamp" : "signature");
         ppm_rpc_call_error (&w->call, PPM_UNAUTHENTICATED, "Stripe-Signature: %s",
                             ppm_stripe_sig_strerror (serr));
         s_webhook_free (&w);
@@ -1874,6 +1909,7 @@ s_webhook_with_tenant (s_self_t *self, const ppm_status_t *status, void *arg)
         payment_stripe_json_parse ((const char *)body->data, body->len, error, sizeof error);
     payment_stripe_event_t ev;
     if (!root || payment_stripe_event_read (root, &ev, error, sizeof error) != 0) {
+        ppm_counter_inc (self->m_webhooks_bad, 1, "malformed");
         json_decref (root);
         ppm_rpc_call_error (&w->call, PPM_INVALID_ARGUMENT, "not a Stripe event: %s", error);
         s_webhook_free (&w);
@@ -1909,6 +1945,10 @@ s_webhook_with_tenant (s_self_t *self, const ppm_status_t *status, void *arg)
     bool known = false;
     for (int i = 0; handled[i]; i++)
         known = known || strcmp (handled[i], ev.type) == 0;
+    if (seen)
+        ppm_counter_inc (self->m_webhooks_dup, 1);
+    else
+        ppm_counter_inc (self->m_webhooks, 1, known ? ev.type : "other");
     /* Answer first (Stripe wants 2xx fast), then do the work. */
     Ppm__V1__WebhookReply reply = PPM__V1__WEBHOOK_REPLY__INIT;
     reply.event_id = ev.id;
@@ -2617,6 +2657,23 @@ s_setup (s_self_t *self)
     payment_stripe_set_timeout (self->stripe, (int)c->stripe_timeout_ms);
     payment_stripe_set_max_retries (self->stripe, (int)c->stripe_retries);
     payment_stripe_set_backoff_scale (self->stripe, (double)c->stripe_backoff_percent / 100.0);
+    ppm_metrics_t *reg = ppm_metrics_global ();
+    self->m_webhooks =
+        ppm_metrics_counter (reg, "ppm_webhooks_received_total", "webhook events accepted", "type");
+    self->m_webhooks_bad = ppm_metrics_counter (reg, "ppm_webhooks_rejected_total",
+                                                "webhook deliveries refused", "reason");
+    self->m_webhooks_dup = ppm_metrics_counter (reg, "ppm_webhooks_duplicate_total",
+                                                "deliveries of an event already processed", NULL);
+    self->m_payments = ppm_metrics_counter (reg, "ppm_payments_total",
+                                            "payments entering each state", "state,currency");
+    self->m_pending =
+        ppm_metrics_gauge (reg, "ppm_payments_pending", "payments not yet in a final state", NULL);
+    self->m_charged = ppm_metrics_counter (reg, "ppm_charged_minor_total",
+                                           "amounts captured, minor units", "tenant,currency");
+    self->m_refunded = ppm_metrics_counter (reg, "ppm_refunded_minor_total",
+                                            "amounts refunded, minor units", "tenant,currency");
+    self->m_outbox = ppm_metrics_gauge (reg, "ppm_outbox_pending",
+                                        "funding messages not yet acknowledged by metering", NULL);
     self->tenants = zhashx_new ();
     zhashx_set_destructor (self->tenants, s_tenant_free);
     self->outbox_busy = zhashx_new ();

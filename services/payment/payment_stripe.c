@@ -13,7 +13,9 @@
 #include <sodium.h>
 #include <string.h>
 #include <strings.h>
+#include "ppm_clock.h"
 #include "ppm_log.h"
+#include "ppm_metrics.h"
 
 #define S_MAX_KEY         255
 #define S_BACKOFF_BASE_MS 500
@@ -33,6 +35,9 @@ struct _payment_stripe_t {
     double backoff_scale;   /* 1.0 in production */
     uint64_t attempts;      /* counters */
     uint64_t retries;
+    ppm_counter_t *m_requests;   /* ppm_stripe_requests_total{endpoint,status} */
+    ppm_histogram_t *m_duration; /* ppm_stripe_request_duration_seconds{endpoint} */
+    ppm_counter_t *m_retries;    /* ppm_stripe_retries_total{endpoint} */
 };
 
 struct _s_request_t {
@@ -52,6 +57,8 @@ struct _s_request_t {
     int attempts;        /* attempts started */
     int retry_timer;     /* zloop timer id while waiting to retry, else -1 */
     bool active;         /* added to the multi handle */
+    char endpoint[64];   /* path pattern for metrics: "/v1/payment_intents/{id}/confirm" */
+    int64_t started_us;  /* first attempt, for the duration metric */
     char curl_error[CURL_ERROR_SIZE];
 };
 
@@ -317,6 +324,15 @@ s_end (s_request_t *req, payment_stripe_err_t err, const json_t *body,
         .error = error,
         .detail = detail ? detail : "",
     };
+    char status_text[24];
+    if (http_status > 0)
+        snprintf (status_text, sizeof status_text, "%ld", http_status);
+    else
+        snprintf (status_text, sizeof status_text, "network");
+    ppm_counter_inc (req->owner->m_requests, 1, req->endpoint, status_text);
+    ppm_histogram_observe (req->owner->m_duration,
+                           (double)(ppm_clock_real_mono_us () - req->started_us) / 1e6,
+                           req->endpoint);
     payment_stripe_fn *fn = req->fn;
     void *arg = req->arg;
     req->fn = NULL;
@@ -401,6 +417,7 @@ s_finished (s_request_t *req, CURLcode code)
         delay = delay / 2 + (int64_t)randombytes_uniform ((uint32_t)(delay / 2 + 1));
         delay = (int64_t)((double)delay * req->owner->backoff_scale);
         req->owner->retries++;
+        ppm_counter_inc (req->owner->m_retries, 1, req->endpoint);
         ppm_log_debug ("stripe: retry %d in %lld ms (curl %d, HTTP %ld)", n, (long long)delay,
                        (int)code, status);
         req->retry_timer = zloop_timer (req->owner->loop, (size_t)delay, 1, s_retry_timer, req);
@@ -486,6 +503,14 @@ payment_stripe_new (zloop_t *loop, const char *api_base)
     self->connect_timeout_ms = 2000;
     self->max_retries = 3;
     self->backoff_scale = 1.0;
+    ppm_metrics_t *reg = ppm_metrics_global ();
+    self->m_requests =
+        ppm_metrics_counter (reg, "ppm_stripe_requests_total",
+                             "Stripe calls by endpoint and HTTP status", "endpoint,status");
+    self->m_duration = ppm_metrics_histogram (reg, "ppm_stripe_request_duration_seconds",
+                                              "Stripe call latency", "endpoint", NULL, 0);
+    self->m_retries =
+        ppm_metrics_counter (reg, "ppm_stripe_retries_total", "retried Stripe calls", "endpoint");
     self->multi = curl_multi_init ();
     if (!self->multi) {
         payment_stripe_destroy (&self);
@@ -564,6 +589,34 @@ payment_stripe_retries (payment_stripe_t *self)
     return self ? self->retries : 0;
 }
 
+/* "/v1/payment_intents/pi_123/confirm?x" → "/v1/payment_intents/{id}/confirm":
+   a segment holding '_' after its first character is an object id. */
+static void
+s_endpoint (const char *path, char *out, size_t size)
+{
+    size_t n = 0;
+    const char *p = path;
+    while (*p && *p != '?' && n + 1 < size) {
+        if (*p == '/') {
+            out[n++] = *p++;
+            const char *end = p;
+            while (*end && *end != '/' && *end != '?')
+                end++;
+            const char *underscore = memchr (p, '_', (size_t)(end - p));
+            bool is_id = underscore && underscore > p && strncmp (p, "payment_intents", 15) != 0 &&
+                         strncmp (p, "checkout", 8) != 0;
+            if (is_id && n + 5 < size) {
+                memcpy (out + n, "{id}", 4);
+                n += 4;
+                p = end;
+            }
+            continue;
+        }
+        out[n++] = *p++;
+    }
+    out[n] = '\0';
+}
+
 static struct curl_slist *
 s_add_header (struct curl_slist *list, const char *fmt, const char *value)
 {
@@ -596,6 +649,8 @@ payment_stripe_request (payment_stripe_t *self, const char *method, const char *
 
     s_request_t *req = (s_request_t *)zmalloc (sizeof (s_request_t));
     req->owner = self;
+    req->started_us = ppm_clock_real_mono_us ();
+    s_endpoint (path, req->endpoint, sizeof req->endpoint);
     req->fn = fn;
     req->arg = arg;
     req->retry_timer = -1;

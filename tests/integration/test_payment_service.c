@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "ppm_clock.h"
+#include "ppm_events.h"
 #include "ppm_log.h"
 #include "ppm_rpc.h"
 #include "ppm_stripe_sig.h"
@@ -209,6 +210,7 @@ typedef struct {
     char *pg_url;
     zactor_t *payment;
     char *rpc;
+    char *pub;
     ppm_rpc_client_t *client;
     payment_config_t config;
 } s_fix_t;
@@ -219,7 +221,7 @@ static void
 s_start_payment (void)
 {
     char *error = NULL;
-    s_fix.payment = payment_server_start (&s_fix.config, &s_fix.rpc, NULL, &error);
+    s_fix.payment = payment_server_start (&s_fix.config, &s_fix.rpc, &s_fix.pub, &error);
     if (!s_fix.payment)
         fail_msg ("payment did not start: %s", error ? error : "?");
     s_fix.client = ppm_rpc_client_new (s_fix.rpc);
@@ -232,6 +234,7 @@ s_stop_payment (void)
     ppm_rpc_client_destroy (&s_fix.client);
     zactor_destroy (&s_fix.payment);
     zstr_free (&s_fix.rpc);
+    zstr_free (&s_fix.pub);
 }
 
 static int
@@ -750,6 +753,106 @@ test_prepaid_partial_refund_and_totals (void **state)
     free (b);
 }
 
+/* The newest event of a type at the emulator, as JSON text (caller frees). */
+static char *
+s_last_event_of (const char *type)
+{
+    json_t *root = s_emu_list ("events");
+    char *text = NULL;
+    size_t i;
+    json_t *ev;
+    json_array_foreach (json_object_get (root, "data"), i, ev)
+    {
+        if (strcmp (json_string_value (json_object_get (ev, "type")), type) == 0) {
+            json_object_del (ev, "emulator_account");
+            free (text);
+            text = json_dumps (ev, JSON_COMPACT);
+        }
+    }
+    json_decref (root);
+    return text;
+}
+
+static void
+s_on_event (const ppm_event_t *event, void *arg)
+{
+    snprintf ((char *)arg, 64, "%s", event->name);
+}
+
+static void
+test_hosted_checkout_and_dispute (void **state)
+{
+    (void)state;
+    s_add_session ("s_hosted", PAYER, 250, "EUR", "prepaid", false);
+    ppm_events_sub_t *sub = ppm_events_sub_new (s_fix.pub);
+    ppm_events_subscribe (sub, "payment.disputed");
+    zclock_sleep (200);
+    Ppm__V1__CheckoutRequest req = PPM__V1__CHECKOUT_REQUEST__INIT;
+    req.session_id = "s_hosted";
+    req.payer = PAYER;
+    req.minutes = 4;
+    req.accept_terms = true;
+    req.flow = PPM__V1__PAYMENT_FLOW__PAYMENT_FLOW_HOSTED;
+    req.success_url = "https://acme.example/paid?cs={CHECKOUT_SESSION_ID}";
+    req.cancel_url = "https://acme.example/cancel";
+    ProtobufCMessage *out = NULL;
+    ppm_status_t *st =
+        s_call ("payment.Checkout", &req.base, &ppm__v1__checkout_reply__descriptor, &out);
+    if (st)
+        fail_msg ("hosted checkout: %s", ppm_status_message (st));
+    Ppm__V1__CheckoutReply *co = (Ppm__V1__CheckoutReply *)out;
+    assert_int_equal (co->amount, 1000);
+    assert_true (strncmp (co->checkout_url, "http", 4) == 0);
+    char pid[40];
+    snprintf (pid, sizeof pid, "%s", co->payment_id);
+    protobuf_c_message_free_unpacked (out, NULL);
+    Ppm__V1__Payment *p = s_get (pid);
+    char cs[128];
+    snprintf (cs, sizeof cs, "%s", p->stripe_checkout_session);
+    assert_true (strncmp (cs, "cs_", 3) == 0);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+
+    char path[200];
+    snprintf (path, sizeof path, "/_emulator/checkout_sessions/%s/complete", cs);
+    assert_int_equal (ppm_test_emulator_control (s_fix.emu, "POST", path,
+                                                 "{\"payment_method\": \"pm_card_visa\"}", NULL),
+                      200);
+    char *body = s_last_event_of ("checkout.session.completed");
+    assert_non_null (body);
+    char header[PPM_STRIPE_SIG_HEADER_SIZE];
+    s_sign (body, 0, WHSEC, header, sizeof header);
+    st = s_webhook (body, header, NULL);
+    assert_null (st);
+    free (body);
+    assert_true (ppm_test_wait_until (s_funded_once, pid, 5000));
+    p = s_get (pid);
+    assert_int_equal (p->state, PPM__V1__PAYMENT_STATE__PAYMENT_SUCCEEDED);
+    char pi[128];
+    snprintf (pi, sizeof pi, "%s", p->stripe_payment_intent);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+
+    /* a dispute marks the payment and tells the admin (event) */
+    char dispute[256];
+    snprintf (dispute, sizeof dispute, "{\"payment_intent\": \"%s\", \"reason\": \"fraudulent\"}",
+              pi);
+    assert_int_equal (
+        ppm_test_emulator_control (s_fix.emu, "POST", "/_emulator/disputes", dispute, NULL), 200);
+    body = s_last_event_of ("charge.dispute.created");
+    assert_non_null (body);
+    s_sign (body, 0, WHSEC, header, sizeof header);
+    st = s_webhook (body, header, NULL);
+    assert_null (st);
+    free (body);
+    char name[64] = "";
+    assert_int_equal (ppm_events_sub_wait (sub, 3000, s_on_event, name), 1);
+    assert_string_equal (name, "payment.disputed");
+    p = s_get (pid);
+    assert_true (p->disputed);
+    assert_int_equal (p->state, PPM__V1__PAYMENT_STATE__PAYMENT_SUCCEEDED);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    ppm_events_sub_destroy (&sub);
+}
+
 static int64_t
 s_payment_count (void)
 {
@@ -994,6 +1097,7 @@ main (void)
         cmocka_unit_test (test_authorize_capture_less_with_topup),
         cmocka_unit_test (test_cancel_when_nothing_used),
         cmocka_unit_test (test_prepaid_partial_refund_and_totals),
+        cmocka_unit_test (test_hosted_checkout_and_dispute),
         cmocka_unit_test (test_bad_input_changes_nothing),
         cmocka_unit_test (test_chaos_one_intent_per_checkout),
         cmocka_unit_test (test_crash_between_stripe_and_ledger),
