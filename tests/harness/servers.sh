@@ -36,6 +36,8 @@ fi
 cleanup() {
     set +e
     [ -n "${redis_pid:-}" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+    # A Redis restarted by PPM_TEST_REDIS_RESTART runs daemonized under a new pid.
+    [ -f "$tmp/redis/redis.pid" ] && kill "$(cat "$tmp/redis/redis.pid")" 2>/dev/null
     [ -f "$tmp/pg/postmaster.pid" ] && "${runas[@]}" "$pgbin/pg_ctl" -D "$tmp/pg" -m immediate stop >/dev/null 2>&1
     [ "${PPM_TEST_KEEP:-0}" = "1" ] && { echo "servers: kept $tmp" >&2; return; }
     rm -rf "$tmp"
