@@ -23,7 +23,8 @@
 
     A handler owns the call it is given: it replies at once, or keeps the
     call and replies later (after a Stripe answer, say). Every call must end
-    in exactly one ppm_rpc_call_reply / _fail / _error, which destroys it.
+    in exactly one ppm_rpc_call_reply / _fail / _error / _discard, which
+    destroys it.
 
     Client. A ppm_rpc_client_t is a DEALER connected to one or more
     endpoints (DEALER spreads requests over them). Calls are asynchronous:
@@ -150,6 +151,8 @@ void ppm_rpc_client_set_backoff (ppm_rpc_client_t *self, int first_ms, int max_m
    Without a loop, callbacks and expiries of async calls only run inside
    ppm_rpc_client_call_sync. Returns -1 when already attached. */
 int ppm_rpc_client_attach (ppm_rpc_client_t *self, zloop_t *loop);
+/* The DEALER, for socket options (CURVE is already applied). Do not read
+   from it: replies are this module's (its RCVTIMEO is 0). */
 zsock_t *ppm_rpc_client_sock (ppm_rpc_client_t *self);
 /* Number of calls sent and not yet answered or expired. */
 size_t ppm_rpc_client_pending (ppm_rpc_client_t *self);
