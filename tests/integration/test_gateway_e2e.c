@@ -167,10 +167,11 @@ s_token (const char *sub, const char *secret)
     return ppm_jwt_sign (&claims, (const uint8_t *)secret, strlen (secret));
 }
 
+static int s_teardown (void **state);
+
 static int
-s_setup (void **state)
+s_setup_inner (void)
 {
-    (void)state;
     const char *bins[] = {"ppm-config",   "ppm-rate",        "ppm-payment",
                           "ppm-metering", "stripe-emulator", NULL};
     for (int i = 0; bins[i]; i++)
@@ -301,6 +302,17 @@ s_setup (void **state)
               S.port, S.tenant);
     ppm_test_emulator_control (S.emulator, "POST", "/_emulator/webhook_endpoints", json, NULL);
     return 0;
+}
+
+/* cmocka skips the group teardown when the setup fails: stop what was
+   started here then. */
+static int
+s_setup (void **state)
+{
+    int rc = s_setup_inner ();
+    if (rc != 0)
+        s_teardown (state);
+    return rc;
 }
 
 static int
