@@ -590,6 +590,104 @@ typedef struct {
     payment_outbox_t row;
 } s_fund_t;
 
+/* Metering refused a payment for good (the session ended before it was
+   funded): give the money back — release the hold or refund the charge —
+   so nobody pays for time they cannot use. */
+typedef struct {
+    s_self_t *self;
+    char tenant[80];
+    char payment_id[40];
+    char key[300];
+    bool refund;
+    int64_t amount;
+} s_unwind_t;
+
+static void
+s_on_unwound (const payment_stripe_result_t *r, void *arg)
+{
+    s_unwind_t *u = (s_unwind_t *)arg;
+    s_self_t *self = u->self;
+    s_record_call (self, u->tenant, u->payment_id, u->refund ? "refund.create" : "pi.cancel",
+                   u->key, r);
+    char error[200];
+    payment_row_t after;
+    if (r->err != PAYMENT_STRIPE_OK) {
+        ppm_log_kv (PPM_LOG_ERROR, "could not give back an unfunded payment", "payment_id",
+                    u->payment_id, "error", r->detail, PPM_LOG_END);
+    } else if (u->refund) {
+        payment_stripe_object_t refund;
+        if (payment_stripe_object_read (r->body, &refund, error, sizeof error) == 0) {
+            payment_ledger_refund (self->pg, u->tenant, u->payment_id, refund.id, u->amount,
+                                   refund.status, "session ended before funding", r->request_id);
+            payment_row_t row;
+            bool found = false;
+            payment_ledger_get (self->pg, u->tenant, u->payment_id, &row, &found);
+            payment_change_t ch = PAYMENT_CHANGE_INIT;
+            ch.cause = "metering refused funding: refunded";
+            ch.request_id = r->request_id;
+            ch.refunded = found ? row.refunded + u->amount : u->amount;
+            bool changed = false;
+            if (payment_ledger_apply (self->pg, u->tenant, u->payment_id, PAYMENT_ST_REFUNDED, &ch,
+                                      &changed, &after) == PPM_PG_OK &&
+                changed) {
+                ppm_counter_inc (self->m_refunded, (uint64_t)u->amount, u->tenant, after.currency);
+                s_after_change (self, &after);
+            }
+        }
+    } else {
+        payment_stripe_pi_t pi;
+        if (payment_stripe_pi_read (r->body, &pi, error, sizeof error) == 0)
+            s_apply_pi (self, u->tenant, u->payment_id, &pi, "metering refused funding: released",
+                        r->request_id, NULL, &after);
+    }
+    free (u);
+}
+
+static void
+s_unwind (s_self_t *self, const char *tenant, const char *payment_id)
+{
+    payment_row_t row;
+    bool found = false;
+    s_tenant_t *t = s_tenant (self, tenant);
+    if (!t || !t->valid ||
+        payment_ledger_get (self->pg, tenant, payment_id, &row, &found) != PPM_PG_OK || !found ||
+        !row.payment_intent[0])
+        return;
+    s_unwind_t *u = (s_unwind_t *)zmalloc (sizeof (s_unwind_t));
+    u->self = self;
+    snprintf (u->tenant, sizeof u->tenant, "%s", tenant);
+    snprintf (u->payment_id, sizeof u->payment_id, "%s", payment_id);
+    char path[320];
+    ppm_form_t *form = ppm_form_new ();
+    const char *key = s_key (t, false);
+    if (row.state == PAYMENT_ST_AUTHORIZED) {
+        snprintf (path, sizeof path, "/v1/payment_intents/%s/cancel", row.payment_intent);
+        if (form)
+            ppm_form_add (form, "cancellation_reason", "abandoned");
+        s_idem_key (u->key, sizeof u->key, payment_id, "cancel");
+    } else if (row.state == PAYMENT_ST_SUCCEEDED && row.captured > row.refunded) {
+        u->refund = true;
+        u->amount = row.captured - row.refunded;
+        snprintf (path, sizeof path, "/v1/refunds");
+        if (form) {
+            ppm_form_add (form, "payment_intent", row.payment_intent);
+            ppm_form_add_int (form, "amount", u->amount);
+            ppm_form_add (form, "reason", "requested_by_customer");
+            ppm_form_add (form, "metadata[payment]", payment_id);
+        }
+        s_idem_key (u->key, sizeof u->key, payment_id, "refund-unfunded");
+        key = s_key (t, true);
+    } else {
+        ppm_form_destroy (&form);
+        free (u);
+        return;
+    }
+    if (!form || s_form_send (self, "POST", path, &form, key, u->key, s_on_unwound, u) != 0) {
+        ppm_form_destroy (&form);
+        free (u);
+    }
+}
+
 static void
 s_on_fund (const ppm_status_t *status, const uint8_t *payload, size_t size, void *arg)
 {
@@ -603,14 +701,15 @@ s_on_fund (const ppm_status_t *status, const uint8_t *payload, size_t size, void
         payment_ledger_outbox_delivered (self->pg, f->row.id, "funded");
     else if (code == PPM_FAILED_PRECONDITION || code == PPM_OUT_OF_RANGE ||
              code == PPM_INVALID_ARGUMENT || code == PPM_NOT_FOUND) {
-        /* Metering will never take it: stop, and leave it for an operator
-           (the payment stays in the ledger as paid and unfunded). */
+        /* Metering will never take it (the session ended first): stop
+           delivering and give the money back (s_unwind). */
         char outcome[600];
         snprintf (outcome, sizeof outcome, "refused: %s: %s", ppm_code_name (code),
                   ppm_status_message (status));
         payment_ledger_outbox_delivered (self->pg, f->row.id, outcome);
-        ppm_log_kv (PPM_LOG_ERROR, "metering refused funding", "payment_id", f->row.payment_id,
-                    "reason", ppm_status_message (status), PPM_LOG_END);
+        ppm_log_kv (PPM_LOG_WARN, "metering refused funding: giving the money back", "payment_id",
+                    f->row.payment_id, "reason", ppm_status_message (status), PPM_LOG_END);
+        s_unwind (self, f->row.tenant_id, f->row.payment_id);
     } else {
         int64_t delay = 500;
         for (int i = 0; i < f->row.attempts && delay < 30000; i++)

@@ -48,6 +48,7 @@ typedef struct {
     bool refund_unused;
     int64_t rate;
     int state;
+    bool refuse_fund; /* metering.Fund answers FAILED_PRECONDITION (ended) */
 } s_session_t;
 
 static struct {
@@ -131,6 +132,14 @@ s_peer_fund (ppm_rpc_call_t *call, void *arg)
         (Ppm__V1__FundRequest *)ppm_rpc_call_unpack (call, &ppm__v1__fund_request__descriptor);
     pthread_mutex_lock (&s_peers.lock);
     s_peers.fund_calls++;
+    for (int i = 0; req && i < s_peers.session_count; i++)
+        if (strcmp (s_peers.sessions[i].id, req->session_id) == 0 &&
+            s_peers.sessions[i].refuse_fund) {
+            pthread_mutex_unlock (&s_peers.lock);
+            ppm_rpc_call_error (&call, PPM_FAILED_PRECONDITION, "session has ended");
+            protobuf_c_message_free_unpacked (&req->base, NULL);
+            return;
+        }
     bool already = false;
     for (int i = 0; req && i < s_peers.funded_count; i++)
         already = already || strcmp (s_peers.funded[i], req->payment_id) == 0;
@@ -853,6 +862,44 @@ test_hosted_checkout_and_dispute (void **state)
     ppm_events_sub_destroy (&sub);
 }
 
+static const char *s_refund_pid;
+
+static bool
+s_is_refunded (void *arg)
+{
+    (void)arg;
+    Ppm__V1__Payment *p = s_get (s_refund_pid);
+    bool done = p->state == PPM__V1__PAYMENT_STATE__PAYMENT_REFUNDED && p->refunded == p->captured;
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    return done;
+}
+
+static void
+test_unfundable_payment_is_refunded (void **state)
+{
+    (void)state;
+    s_add_session ("s_gone", PAYER, 100, "USD", "prepaid", false);
+    pthread_mutex_lock (&s_peers.lock);
+    s_peers.sessions[s_peers.session_count - 1].refuse_fund = true;
+    pthread_mutex_unlock (&s_peers.lock);
+    ppm_status_t *st = NULL;
+    Ppm__V1__CheckoutReply *co = s_checkout ("s_gone", PAYER, 6, true, &st);
+    assert_null (st);
+    char pid[40];
+    snprintf (pid, sizeof pid, "%s", co->payment_id);
+    protobuf_c_message_free_unpacked (&co->base, NULL);
+    Ppm__V1__ConfirmReply *cr = s_confirm (pid, "pm_card_visa", &st);
+    assert_null (st);
+    protobuf_c_message_free_unpacked (&cr->base, NULL);
+    s_refund_pid = pid;
+    assert_true (ppm_test_wait_until (s_is_refunded, NULL, 5000));
+    assert_int_equal (s_fund_count (pid), 0);
+    json_t *pi = NULL;
+    s_emu_pi_count (pid, &pi);
+    assert_string_equal (json_string_value (json_object_get (pi, "status")), "succeeded");
+    json_decref (pi);
+}
+
 static int64_t
 s_payment_count (void)
 {
@@ -1098,6 +1145,7 @@ main (void)
         cmocka_unit_test (test_cancel_when_nothing_used),
         cmocka_unit_test (test_prepaid_partial_refund_and_totals),
         cmocka_unit_test (test_hosted_checkout_and_dispute),
+        cmocka_unit_test (test_unfundable_payment_is_refunded),
         cmocka_unit_test (test_bad_input_changes_nothing),
         cmocka_unit_test (test_chaos_one_intent_per_checkout),
         cmocka_unit_test (test_crash_between_stripe_and_ledger),
