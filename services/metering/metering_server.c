@@ -330,7 +330,8 @@ s_by_pending_bucket (const void *a, const void *b)
 static void
 s_tick_finalize (self_t *self, int64_t now)
 {
-    qsort (self->finals, self->finals_count, sizeof *self->finals, s_by_pending_bucket);
+    if (self->finals_count > 1) /* finals is NULL until first used: qsort (NULL, 0) is UB */
+        qsort (self->finals, self->finals_count, sizeof *self->finals, s_by_pending_bucket);
     for (size_t at = 0; at < self->finals_count; at += S_CHUNK) {
         if (zclock_mono () > self->finalize_until)
             break;

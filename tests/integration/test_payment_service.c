@@ -743,7 +743,9 @@ test_prepaid_partial_refund_and_totals (void **state)
     st = s_call ("payment.ExportCsv", &cr.base, &ppm__v1__export_csv_reply__descriptor, &out);
     assert_null (st);
     Ppm__V1__ExportCsvReply *csv = (Ppm__V1__ExportCsvReply *)out;
-    char *text = strndup ((const char *)csv->csv.data, csv->csv.len);
+    char *text = malloc (csv->csv.len + 1);
+    memcpy (text, csv->csv.data, csv->csv.len);
+    text[csv->csv.len] = '\0';
     assert_true (strncmp (text, "payment_id,", 11) == 0);
     assert_non_null (strstr (text, a));
     free (text);
