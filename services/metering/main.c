@@ -10,6 +10,7 @@
 #include "ppm_clock.h"
 #include "ppm_env.h"
 #include "ppm_log.h"
+#include "ppm_metrics.h"
 
 int
 main (int argc, char **argv)
@@ -22,11 +23,14 @@ main (int argc, char **argv)
     char *pg_url = NULL;
     char *payment_ep = NULL;
     char *replica = NULL;
+    char *metrics_bind = NULL;
     ppm_env_t env[] = {
         {"PPM_RPC_BIND", PPM_ENV_STRING, .def = "tcp://127.0.0.1:7131", .out = &rpc_bind,
          .help = "metering.* RPC endpoint (ROUTER)"},
         {"PPM_PUB_BIND", PPM_ENV_STRING, .def = "tcp://127.0.0.1:7132", .out = &pub_bind,
          .help = "session.* events (PUB)"},
+        {"PPM_METRICS_BIND", PPM_ENV_STRING, .def = "127.0.0.1:9131", .out = &metrics_bind,
+         .help = "/metrics, /healthz, /readyz (host:port)"},
         {"PPM_REDIS_URL", PPM_ENV_STRING, .def = "redis://127.0.0.1:6379", .out = &redis_url,
          .help = "live session state"},
         {"PPM_PG_URL", PPM_ENV_STRING, .required = true, .secret = true, .out = &pg_url,
@@ -78,9 +82,19 @@ main (int argc, char **argv)
         fprintf (stderr, "ppm-metering: start-up failed (see log)\n");
         rc = 1;
     } else {
-        int sig = 0;
-        sigwait (&set, &sig);
-        ppm_log_info ("metering stopping (signal %d)", sig);
+        ppm_metrics_server_t *metrics =
+            ppm_metrics_server_new (ppm_metrics_global (), metrics_bind, NULL, NULL);
+        if (!metrics) {
+            fprintf (stderr, "ppm-metering: cannot serve metrics on %s\n", metrics_bind);
+            rc = 1;
+        } else {
+            ppm_metrics_server_set_ready (metrics, true);
+            int sig = 0;
+            sigwait (&set, &sig);
+            ppm_log_info ("metering stopping (signal %d)", sig);
+            ppm_metrics_server_set_ready (metrics, false);
+            ppm_metrics_server_destroy (&metrics);
+        }
     }
     free (port);
     zactor_destroy (&actor);

@@ -31,6 +31,7 @@
 #include "ppm_clock.h"
 #include "ppm_events.h"
 #include "ppm_log.h"
+#include "ppm_metrics.h"
 #include "ppm_pg.h"
 #include "ppm_rpc.h"
 #include "proto/payment.pb-c.h"
@@ -53,20 +54,33 @@ typedef struct {
     int64_t score;        /* the score its entry was given */
 } s_pending_t;
 
+/* Metric handles (docs/METRICS.md "metering"), from the global registry. */
 typedef struct {
-    metering_config_t cfg;            /* copied configuration (strings owned below) */
-    char *strings[6];                 /* owned copies of the config strings */
-    char replica[64];                 /* this replica's id in leases */
-    zsock_t *pipe;                    /* the actor's pipe */
-    zloop_t *loop;                    /* everything runs here */
-    ppm_rpc_server_t *rpc;            /* metering.* */
-    ppm_events_pub_t *pub;            /* session.* events */
-    ppm_rpc_client_t *payment;        /* payment.Settle (NULL when not configured) */
-    metering_store_t *store;          /* Redis */
-    ppm_pg_t *pg;                     /* PostgreSQL */
-    bool ok;                          /* start-up succeeded */
-    bool owned[S_BUCKETS_MAX];        /* buckets whose lease this replica holds */
-    size_t owned_count;               /* how many */
+    ppm_counter_t *started;    /* ppm_sessions_started_total{kind} */
+    ppm_counter_t *expired;    /* ppm_sessions_expired_total */
+    ppm_counter_t *ended;      /* ppm_sessions_ended_total{by} */
+    ppm_histogram_t *tick;     /* ppm_tick_duration_seconds */
+    ppm_histogram_t *lateness; /* ppm_tick_lateness_seconds */
+    ppm_gauge_t *leases;       /* ppm_bucket_leases_held */
+    ppm_gauge_t *pending;      /* ppm_usage_reports_pending */
+} s_metrics_t;
+
+typedef struct {
+    s_metrics_t m;             /* metrics */
+    unsigned settle_runs;      /* settle timer runs, to poll the pending count now and then */
+    metering_config_t cfg;     /* copied configuration (strings owned below) */
+    char *strings[6];          /* owned copies of the config strings */
+    char replica[64];          /* this replica's id in leases */
+    zsock_t *pipe;             /* the actor's pipe */
+    zloop_t *loop;             /* everything runs here */
+    ppm_rpc_server_t *rpc;     /* metering.* */
+    ppm_events_pub_t *pub;     /* session.* events */
+    ppm_rpc_client_t *payment; /* payment.Settle (NULL when not configured) */
+    metering_store_t *store;   /* Redis */
+    ppm_pg_t *pg;              /* PostgreSQL */
+    bool ok;                   /* start-up succeeded */
+    bool owned[S_BUCKETS_MAX]; /* buckets whose lease this replica holds */
+    size_t owned_count;        /* how many */
     uint8_t free_seen[S_BUCKETS_MAX]; /* cycles in a row a bucket was seen without a lease */
     s_due_t *due;                     /* the tick's due entries */
     size_t due_count;                 /* used */
@@ -108,6 +122,18 @@ s_publish (self_t *self, const metering_snap_t *snap, const metering_event_t *ev
     msg.reason = (char *)ev->reason;
     if (ppm_events_publish (self->pub, ev->name, snap->tenant, &msg.base))
         ppm_log_warn ("metering: could not publish %s", ev->name);
+    if (streq (ev->name, "session.active") && !streq (ev->reason, "reopened"))
+        ppm_counter_inc (self->m.started, 1, metering_kind_name (snap->kind));
+    else if (streq (ev->name, "session.expired"))
+        ppm_counter_inc (self->m.expired, 1);
+    else if (streq (ev->name, "session.ended") && !streq (ev->reason, "expired")) {
+        const char *by = ev->reason;
+        if (streq (by, "stale"))
+            by = "ttl";
+        else if (!streq (by, "payer") && !streq (by, "payee"))
+            by = "platform";
+        ppm_counter_inc (self->m.ended, 1, by);
+    }
 }
 
 static void
@@ -259,6 +285,9 @@ s_tick_chunk (self_t *self, s_due_t *due, size_t n, int64_t now)
             continue;
         }
         s_publish_all (self, &res[i]);
+        for (size_t e = 0; e < res[i].nevents; e++)
+            ppm_histogram_observe (self->m.lateness, (double)(now - res[i].events[e].at_ms) /
+                                                         (1000.0 * (double)ppm_clock_scale ()));
         next[i] = res[i].next_ms;
         int64_t retry = now + S_RETRY_MS;
         if (res[i].flags & METERING_R_JOURNAL) {
@@ -377,7 +406,8 @@ s_tick (zloop_t *loop, int timer_id, void *arg)
     if (!self->ok || self->owned_count == 0)
         return 0;
     int64_t now = ppm_clock_now_ms ();
-    self->finalize_until = zclock_mono () + self->cfg.tick_ms / 2;
+    int64_t tick_start = zclock_mono ();
+    self->finalize_until = tick_start + self->cfg.tick_ms / 2;
     uint32_t buckets[S_BUCKETS_MAX];
     size_t nb = 0;
     for (uint32_t b = 0; b < (uint32_t)self->cfg.buckets; b++)
@@ -394,6 +424,7 @@ s_tick (zloop_t *loop, int timer_id, void *arg)
     }
     s_tick_journal (self, now);
     s_tick_finalize (self, now);
+    ppm_histogram_observe (self->m.tick, (double)(zclock_mono () - tick_start) / 1000.0);
     return 0;
 }
 
@@ -564,6 +595,7 @@ s_leases (zloop_t *loop, int timer_id, void *arg)
         ppm_log_info ("metering: replica %s holds %zu of %u buckets (%d replicas)", self->replica,
                       owned, nb, live);
     self->owned_count = owned;
+    ppm_gauge_set (self->m.leases, (double)owned);
     return 0;
 }
 
@@ -594,7 +626,14 @@ s_settle (zloop_t *loop, int timer_id, void *arg)
     (void)loop;
     (void)timer_id;
     self_t *self = arg;
-    if (!self->ok || !self->payment || self->settles_in_flight > S_SETTLE_MAX)
+    if (!self->ok)
+        return 0;
+    if (self->settle_runs++ % 20 == 0) {
+        int64_t pending = metering_db_settle_pending (self->pg);
+        if (pending >= 0)
+            ppm_gauge_set (self->m.pending, (double)pending);
+    }
+    if (!self->payment || self->settles_in_flight > S_SETTLE_MAX)
         return 0;
     metering_settle_t due[S_SETTLE_MAX];
     int n = metering_db_settle_due (self->pg, ppm_clock_real_ms (), due, S_SETTLE_MAX);
@@ -1124,9 +1163,30 @@ s_dup (const char *text)
     return text ? strdup (text) : NULL;
 }
 
+static void
+s_metrics_init (s_metrics_t *m)
+{
+    ppm_metrics_t *reg = ppm_metrics_global ();
+    m->started = ppm_metrics_counter (reg, "ppm_sessions_started_total",
+                                      "Sessions that became active", "kind");
+    m->expired = ppm_metrics_counter (reg, "ppm_sessions_expired_total",
+                                      "Sessions that ran out of paid time", NULL);
+    m->ended = ppm_metrics_counter (reg, "ppm_sessions_ended_total", "Sessions ended", "by");
+    m->tick = ppm_metrics_histogram (reg, "ppm_tick_duration_seconds", "Time one tick took", NULL,
+                                     NULL, 0);
+    m->lateness =
+        ppm_metrics_histogram (reg, "ppm_tick_lateness_seconds",
+                               "How late a deadline was handled after it fell due", NULL, NULL, 0);
+    m->leases =
+        ppm_metrics_gauge (reg, "ppm_bucket_leases_held", "Tick buckets this replica holds", NULL);
+    m->pending = ppm_metrics_gauge (reg, "ppm_usage_reports_pending",
+                                    "Settlements not yet acknowledged by payment", NULL);
+}
+
 static int
 s_start_up (self_t *self)
 {
+    s_metrics_init (&self->m);
     const char *error = NULL;
     ppm_pg_options_t pgo = {.connect_timeout_ms = 3000,
                             .statement_timeout_ms = 5000,

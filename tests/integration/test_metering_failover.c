@@ -52,6 +52,7 @@ s_spawn (s_proc_t *p)
         setenv ("PPM_METERING_LEASE", "600ms", 1);
         setenv ("PPM_METERING_BUCKETS", "64", 1);
         setenv ("PPM_LOG_LEVEL", "warn", 1);
+        setenv ("PPM_METRICS_BIND", "127.0.0.1:0", 1);
         execl (bin, bin, (char *)NULL);
         _exit (127);
     }

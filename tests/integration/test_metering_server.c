@@ -25,6 +25,7 @@ static ppm_rpc_client_t *s_client;
 static ppm_events_sub_t *s_sub;
 static tk_events_t s_events;
 static char s_redis[256];
+static int s_port;
 static char s_t1[32];
 static char s_t2[32];
 static char s_t3[32];
@@ -70,6 +71,7 @@ s_setup (void **state)
     char *pub = zstr_recv (s_server);
     char ep[64];
     snprintf (ep, sizeof ep, "tcp://127.0.0.1:%s", port);
+    s_port = (int)strtol (port, NULL, 10);
     s_client = ppm_rpc_client_new (ep);
     s_sub = ppm_events_sub_new (pub);
     ppm_events_subscribe (s_sub, "session.");
@@ -421,6 +423,21 @@ test_redis_flushed_rebuilt (void **state)
     assert_int_equal (rr->rebuilt, 0);
     assert_true (rr->present >= 1);
     protobuf_c_message_free_unpacked (&rr->base, NULL);
+    /* ppmctl sessions rebuild calls the same RPC. */
+    if (getenv ("PPM_BIN_DIR")) {
+        char cmd[512];
+        snprintf (cmd, sizeof cmd,
+                  "PPM_METERING_ENDPOINT=tcp://127.0.0.1:%d %s/ppmctl --json sessions rebuild "
+                  "--tenant %s",
+                  s_port, getenv ("PPM_BIN_DIR"), s_t3);
+        FILE *p = popen (cmd, "r");
+        assert_non_null (p);
+        char out[256] = "";
+        size_t n = fread (out, 1, sizeof out - 1, p);
+        out[n] = '\0';
+        assert_int_equal (pclose (p), 0);
+        assert_non_null (strstr (out, "present"));
+    }
     assert_null (tk_fund (s_client, s_t3, sid, "pay_rb_1", 10, &fr));
     assert_true (fr->already_applied);
     assert_int_equal (fr->session->expires_at_ms, expiry);

@@ -18,6 +18,9 @@
       quote --tenant T --payee P --kind chat|call [--roles a,b] [--payer X]
       user-token --tenant T --user U [--roles a,b] [--ttl S]
       audit --tenant T [--limit N] [--cursor C]
+      sessions rebuild [--tenant T]        (PPM_METERING_ENDPOINT)
+      sessions list --tenant T [--state S] [--limit N] [--cursor C]
+      sessions get --tenant T SESSION_ID
 */
 #include <czmq.h>
 #include <jansson.h>
@@ -29,6 +32,7 @@
 #include "ppm_log.h"
 #include "ppm_rpc.h"
 #include "proto/config.pb-c.h"
+#include "proto/metering.pb-c.h"
 #include "proto/rate.pb-c.h"
 #include "services/config/config_settings.h"
 
@@ -688,6 +692,77 @@ s_cmd_audit (const s_cli_t *cli)
                    &ppm__v1__list_audit_reply__descriptor, NULL);
 }
 
+static const char *s_help_sessions =
+    "ppmctl sessions rebuild [--tenant T]\n"
+    "    writes back into Redis, from PostgreSQL, every unfinished session Redis lost\n"
+    "    (all tenants without --tenant); sessions still in Redis are left alone\n"
+    "ppmctl sessions list --tenant T [--state awaiting_payment|active|paused|expired|ended]\n"
+    "                     [--limit N] [--cursor C]\n"
+    "ppmctl sessions get --tenant T SESSION_ID\n"
+    "environment: PPM_METERING_ENDPOINT (default tcp://127.0.0.1:7131)\n";
+
+static int
+s_cmd_sessions (const s_cli_t *cli)
+{
+    if (cli->help || !cli->sub) {
+        fputs (s_help_sessions, cli->help ? stdout : stderr);
+        return cli->help ? 0 : 2;
+    }
+    ppm_rpc_client_t *client = s_client ("PPM_METERING_ENDPOINT", "tcp://127.0.0.1:7131");
+    if (!client)
+        return 2;
+    const char *tenant = s_need_tenant (cli);
+    const char *method = NULL;
+    const ProtobufCMessageDescriptor *reply_type = NULL;
+    ProtobufCMessage *msg = NULL;
+    Ppm__V1__RebuildRequest rebuild = PPM__V1__REBUILD_REQUEST__INIT;
+    Ppm__V1__ListRequest list = PPM__V1__LIST_REQUEST__INIT;
+    Ppm__V1__SessionRequest get = PPM__V1__SESSION_REQUEST__INIT;
+    int rc = 0;
+    if (streq (cli->sub, "rebuild")) {
+        rebuild.tenant_id = (char *)(tenant ? tenant : "");
+        method = "metering.Rebuild";
+        reply_type = &ppm__v1__rebuild_reply__descriptor;
+        msg = &rebuild.base;
+    } else if (streq (cli->sub, "list") && tenant) {
+        static const char *states[] = {"",       "awaiting_payment", "active",
+                                       "paused", "expired",          "ended"};
+        const char *state = s_opt (cli, "--state");
+        for (int i = 1; state && i < 6; i++)
+            if (streq (state, states[i]))
+                list.state = (Ppm__V1__SessionState)i;
+        if (state && list.state == 0)
+            rc = s_usage_error ("unknown --state %s", state);
+        list.limit =
+            s_opt (cli, "--limit") ? (int32_t)strtol (s_opt (cli, "--limit"), NULL, 10) : 50;
+        list.cursor = (char *)(s_opt (cli, "--cursor") ? s_opt (cli, "--cursor") : "");
+        method = "metering.List";
+        reply_type = &ppm__v1__list_reply__descriptor;
+        msg = &list.base;
+    } else if (streq (cli->sub, "get") && tenant && cli->nargs == 1) {
+        get.session_id = (char *)cli->args[0];
+        method = "metering.Get";
+        reply_type = &ppm__v1__session_reply__descriptor;
+        msg = &get.base;
+    } else
+        rc = s_usage_error ("%s", "sessions rebuild|list|get: see ppmctl sessions --help");
+    if (rc == 0) {
+        ppm_rpc_req_t req = {.method = method,
+                             .tenant = tenant,
+                             .timeout_ms = streq (cli->sub, "rebuild") ? 600000 : cli->timeout_ms};
+        ProtobufCMessage *reply = NULL;
+        ppm_status_t *status = ppm_rpc_client_call_sync (client, &req, msg, reply_type, &reply);
+        if (status)
+            rc = s_report (cli, status);
+        else if (reply) {
+            s_output (cli, reply);
+            protobuf_c_message_free_unpacked (reply, NULL);
+        }
+    }
+    ppm_rpc_client_destroy (&client);
+    return rc;
+}
+
 static const char *s_help_main =
     "ppmctl: the ppm operator's command line\n\n"
     "usage: ppmctl [--json] [--timeout MS] COMMAND [SUBCOMMAND] [ARGS] [--help]\n\n"
@@ -698,7 +773,8 @@ static const char *s_help_main =
     "  rates get|set                    individual (--user) and role (--role) rates\n"
     "  quote                            what a payer would pay a payee\n"
     "  user-token                       mint a user token (HS256 JWT)\n"
-    "  audit                            a tenant's audit log\n\n"
+    "  audit                            a tenant's audit log\n"
+    "  sessions rebuild|list|get        metering sessions (rebuild Redis from PostgreSQL)\n\n"
     "environment: PPM_CONFIG_ENDPOINT (default tcp://127.0.0.1:7101),\n"
     "             PPM_RATE_ENDPOINT (default tcp://127.0.0.1:7111), PPM_TENANT\n"
     "exit status: 0 done, 1 refused by the service (errors printed per field), 2 usage\n";
@@ -732,7 +808,8 @@ main (int argc, char **argv)
         } else if (!cli.cmd)
             cli.cmd = arg;
         else if (!cli.sub && (streq (cli.cmd, "tenant") || streq (cli.cmd, "admin-key") ||
-                              streq (cli.cmd, "settings") || streq (cli.cmd, "rates")))
+                              streq (cli.cmd, "settings") || streq (cli.cmd, "rates") ||
+                              streq (cli.cmd, "sessions")))
             cli.sub = arg;
         else if (cli.nargs < S_MAX_OPTS)
             cli.args[cli.nargs++] = arg;
@@ -757,6 +834,8 @@ main (int argc, char **argv)
         return s_cmd_user_token (&cli);
     if (streq (cli.cmd, "audit"))
         return s_cmd_audit (&cli);
+    if (streq (cli.cmd, "sessions"))
+        return s_cmd_sessions (&cli);
     if (streq (cli.cmd, "help")) {
         fputs (s_help_main, stdout);
         return 0;
