@@ -9,11 +9,13 @@
 #include "ppm_events.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ppm_curve.h"
 #include "ppm_log.h"
+#include "ppm_metrics.h"
 #include "ppm_rpc.h"
 #include "proto/envelope.pb-c.h"
 
@@ -33,6 +35,18 @@ struct _ppm_events_sub_t {
     void *arg;         /* its argument */
     uint64_t dropped;  /* malformed messages */
 };
+
+/* ppm_events_published_total{event} (docs/METRICS.md), registered once per
+   process. Event names are constants in the services' code, a closed set. */
+static ppm_counter_t *s_published;
+static pthread_once_t s_published_once = PTHREAD_ONCE_INIT;
+
+static void
+s_published_init (void)
+{
+    s_published = ppm_metrics_counter (ppm_metrics_global (), "ppm_events_published_total",
+                                       "Events published", "event");
+}
 
 /* Builds "<name>.<tenant>" ("<name>" when there is no tenant). */
 static char *
@@ -54,6 +68,7 @@ ppm_events_pub_new (const char *endpoint)
     assert (self->pub);
     zsock_set_sndhwm (self->pub, S_EVENT_HWM);
     zsock_set_linger (self->pub, 0);
+    pthread_once (&s_published_once, s_published_init);
     if (ppm_curve_server (self->pub, NULL) == -1) {
         ppm_log_error ("events: cannot make %s a CURVE server", endpoint);
         ppm_events_pub_destroy (&self);
@@ -137,8 +152,10 @@ ppm_events_publish (ppm_events_pub_t *self, const char *name, const char *tenant
     assert (head);
     free (topic);
     if (zframe_send (&head, self->pub, ZFRAME_MORE | ZFRAME_DONTWAIT) == 0 &&
-        zframe_send (&body, self->pub, ZFRAME_DONTWAIT) == 0)
+        zframe_send (&body, self->pub, ZFRAME_DONTWAIT) == 0) {
         rc = 0;
+        ppm_counter_inc (s_published, 1, name);
+    }
     zframe_destroy (&head);
     zframe_destroy (&body);
     return rc;

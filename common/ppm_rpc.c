@@ -16,6 +16,7 @@
 #include "ppm_rpc.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,16 +26,72 @@
 #include "ppm_clock.h"
 #include "ppm_curve.h"
 #include "ppm_log.h"
+#include "ppm_metrics.h"
 
-#define S_MAX_MSG_DEFAULT  (1024 * 1024)
-#define S_MAX_MSG_MIN      1024
-#define S_MAX_MSG_MAX      (256 * 1024 * 1024)
-#define S_HWM              100000
-#define S_BACKOFF_FIRST_MS 50
-#define S_BACKOFF_MAX_MS   1000
-#define S_POOL_MAX         256 /* spare calls / pending entries kept for reuse */
-#define S_ERROR_TEXT_MAX   PPM_STATUS_TEXT_MAX
-#define S_METHOD_ECHO_MAX  64
+#define S_MAX_MSG_DEFAULT    (1024 * 1024)
+#define S_MAX_MSG_MIN        1024
+#define S_MAX_MSG_MAX        (256 * 1024 * 1024)
+#define S_HWM                100000
+#define S_BACKOFF_FIRST_MS   50
+#define S_BACKOFF_MAX_MS     1000
+#define S_POOL_MAX           256 /* spare calls / pending entries kept for reuse */
+#define S_ERROR_TEXT_MAX     PPM_STATUS_TEXT_MAX
+#define S_METHOD_ECHO_MAX    64
+#define S_CLIENT_METHODS_MAX 256 /* method names a client keeps as metric labels */
+
+/* ---- metrics (docs/METRICS.md) ----------------------------------------- */
+
+/* Registered once per process in ppm_metrics_global (). The label values
+   the hot path passes are strings that live as long as the process or
+   the server/client (method names from the server's table, interned on
+   the client, code names from ppm_code_name), so cardinality stays
+   bounded: an unknown method is only counted as a rejection. */
+static struct {
+    ppm_counter_t *server_requests;     /* {method,code} */
+    ppm_histogram_t *server_duration;   /* {method} */
+    ppm_counter_t *server_rejected;     /* {reason} */
+    ppm_counter_t *client_requests;     /* {method,code} */
+    ppm_histogram_t *client_duration;   /* {method} */
+    ppm_counter_t *client_retries;      /* {method} */
+    ppm_counter_t *curve_auth_failures; /* no labels */
+} s_metrics;
+
+static pthread_once_t s_metrics_once = PTHREAD_ONCE_INIT;
+
+static void
+s_metrics_init (void)
+{
+    ppm_metrics_t *reg = ppm_metrics_global ();
+    s_metrics.server_requests =
+        ppm_metrics_counter (reg, "ppm_rpc_server_requests_total",
+                             "RPC requests answered, by status code name", "method,code");
+    s_metrics.server_duration = ppm_metrics_histogram (
+        reg, "ppm_rpc_server_duration_seconds", "Time from arrival to reply", "method", NULL, 0);
+    s_metrics.server_rejected =
+        ppm_metrics_counter (reg, "ppm_rpc_server_rejected_total",
+                             "Requests answered or dropped without reaching a handler", "reason");
+    s_metrics.client_requests =
+        ppm_metrics_counter (reg, "ppm_rpc_client_requests_total",
+                             "Calls made to other services, by outcome", "method,code");
+    s_metrics.client_duration = ppm_metrics_histogram (
+        reg, "ppm_rpc_client_duration_seconds", "Round trip of calls made", "method", NULL, 0);
+    s_metrics.client_retries = ppm_metrics_counter (reg, "ppm_rpc_client_retries_total",
+                                                    "Re-sends of idempotent calls", "method");
+    s_metrics.curve_auth_failures = ppm_metrics_counter (
+        reg, "ppm_curve_auth_failures_total", "Connections refused by CURVE authentication", NULL);
+}
+
+static void
+s_metrics_ready (void)
+{
+    pthread_once (&s_metrics_once, s_metrics_init);
+}
+
+/* Rejection reasons of ppm_rpc_server_rejected_total. */
+#define S_REJECT_MALFORMED      "malformed"
+#define S_REJECT_UNKNOWN_METHOD "unknown_method"
+#define S_REJECT_DEADLINE       "deadline"
+#define S_REJECT_VERSION        "version"
 
 /* ---- shared helpers --------------------------------------------------- */
 
@@ -255,6 +312,7 @@ ppm_rpc_new_trace_id (char out[33])
 typedef struct {
     ppm_rpc_handler_fn *fn; /* the method's handler */
     void *arg;              /* its argument */
+    char *name;             /* the method's name: its metric label value */
 } s_method_t;
 
 struct _ppm_rpc_server_t {
@@ -274,6 +332,8 @@ struct _ppm_rpc_server_t {
 struct _ppm_rpc_call_t {
     ppm_rpc_server_t *server;    /* NULL once the server is destroyed */
     ppm_rpc_call_t *next;        /* in server->spare while unused */
+    s_method_t *method;          /* the method's entry (metric labels) */
+    int64_t arrived_us;          /* when it was read, monotonic us */
     void *handle;                /* our entry in server->calls */
     zframe_t *routing_id;        /* the ROUTER peer to answer */
     Ppm__V1__Envelope *envelope; /* the unpacked request, in arena */
@@ -284,7 +344,10 @@ struct _ppm_rpc_call_t {
 static void
 s_method_destroy (void **item)
 {
-    free (*item);
+    s_method_t *method = (s_method_t *)*item;
+    if (method)
+        free (method->name);
+    free (method);
     *item = NULL;
 }
 
@@ -322,13 +385,14 @@ s_server_send (ppm_rpc_server_t *self, zframe_t **routing_id_p, const Ppm__V1__E
 }
 
 /* Answers a request the server refuses itself. */
-static void s_server_reject (ppm_rpc_server_t *self, zframe_t **routing_id_p,
+static void s_server_reject (ppm_rpc_server_t *self, const char *reason, zframe_t **routing_id_p,
                              const Ppm__V1__Envelope *request, uint64_t request_id, ppm_code_t code,
-                             const char *fmt, ...) __attribute__ ((format (printf, 6, 7)));
+                             const char *fmt, ...) __attribute__ ((format (printf, 7, 8)));
 
 static void
-s_server_reject (ppm_rpc_server_t *self, zframe_t **routing_id_p, const Ppm__V1__Envelope *request,
-                 uint64_t request_id, ppm_code_t code, const char *fmt, ...)
+s_server_reject (ppm_rpc_server_t *self, const char *reason, zframe_t **routing_id_p,
+                 const Ppm__V1__Envelope *request, uint64_t request_id, ppm_code_t code,
+                 const char *fmt, ...)
 {
     char text[S_ERROR_TEXT_MAX];
     va_list args;
@@ -337,6 +401,7 @@ s_server_reject (ppm_rpc_server_t *self, zframe_t **routing_id_p, const Ppm__V1_
     va_end (args);
     ppm_status_t *status = ppm_status_new (code, "%s", text);
     self->rejected++;
+    ppm_counter_inc (s_metrics.server_rejected, 1, reason);
     ppm_log_debug ("rpc: rejected request %llu: %s %s", (unsigned long long)request_id,
                    ppm_code_name (code), text);
     s_server_send (self, routing_id_p, request, request_id, status, NULL, 0);
@@ -347,6 +412,7 @@ static void
 s_server_drop (ppm_rpc_server_t *self, const char *why)
 {
     self->rejected++;
+    ppm_counter_inc (s_metrics.server_rejected, 1, S_REJECT_MALFORMED);
     ppm_log_debug ("rpc: dropped a message: %s", why);
 }
 
@@ -367,7 +433,7 @@ s_call_release (ppm_rpc_call_t *call)
    frames) and hands it to its handler or rejects it. Takes the frames. */
 static void
 s_server_dispatch (ppm_rpc_server_t *self, zframe_t **routing_id_p, zframe_t **body_p,
-                   size_t frames)
+                   size_t frames, int64_t arrived_us)
 {
     zframe_t *routing_id = *routing_id_p;
     zframe_t *body = *body_p;
@@ -386,6 +452,8 @@ s_server_dispatch (ppm_rpc_server_t *self, zframe_t **routing_id_p, zframe_t **b
     }
     call->server = self;
     call->next = NULL;
+    call->method = NULL;
+    call->arrived_us = arrived_us;
     call->handle = NULL;
     call->routing_id = NULL;
     s_arena_init (&call->arena, call->arena_buf, sizeof call->arena_buf);
@@ -405,38 +473,42 @@ s_server_dispatch (ppm_rpc_server_t *self, zframe_t **routing_id_p, zframe_t **b
         if (!found)
             s_server_drop (self, frames != 1 ? "more than one body frame" : "not an envelope");
         else if (frames != 1)
-            s_server_reject (self, &routing_id, env, id, PPM_INVALID_ARGUMENT,
+            s_server_reject (self, S_REJECT_MALFORMED, &routing_id, env, id, PPM_INVALID_ARGUMENT,
                              "a request is one frame, got %zu", frames);
         else
-            s_server_reject (self, &routing_id, NULL, id, PPM_INVALID_ARGUMENT,
+            s_server_reject (self, S_REJECT_MALFORMED, &routing_id, NULL, id, PPM_INVALID_ARGUMENT,
                              "the request is not a valid ppm.v1.Envelope");
         goto cleanup;
     }
     if (env->version != PPM_RPC_VERSION) {
-        s_server_reject (self, &routing_id, env, env->request_id, PPM_INVALID_ARGUMENT,
+        s_server_reject (self, S_REJECT_VERSION, &routing_id, env, env->request_id,
+                         PPM_INVALID_ARGUMENT,
                          "envelope version %u is not supported (this server speaks %d)",
                          env->version, PPM_RPC_VERSION);
         goto cleanup;
     }
     if (env->kind != PPM__V1__KIND__KIND_REQUEST) {
-        s_server_reject (self, &routing_id, env, env->request_id, PPM_INVALID_ARGUMENT,
-                         "envelope kind %d is not KIND_REQUEST", (int)env->kind);
+        s_server_reject (self, S_REJECT_MALFORMED, &routing_id, env, env->request_id,
+                         PPM_INVALID_ARGUMENT, "envelope kind %d is not KIND_REQUEST",
+                         (int)env->kind);
         goto cleanup;
     }
     s_method_t *method = (s_method_t *)zhashx_lookup (self->methods, env->method);
     if (!method) {
-        s_server_reject (self, &routing_id, env, env->request_id, PPM_UNIMPLEMENTED,
-                         "unknown method \"%.*s\"", S_METHOD_ECHO_MAX, env->method);
+        s_server_reject (self, S_REJECT_UNKNOWN_METHOD, &routing_id, env, env->request_id,
+                         PPM_UNIMPLEMENTED, "unknown method \"%.*s\"", S_METHOD_ECHO_MAX,
+                         env->method);
         goto cleanup;
     }
     if (env->deadline_ms != 0 && env->deadline_ms <= ppm_clock_real_ms ()) {
-        s_server_reject (self, &routing_id, env, env->request_id, PPM_DEADLINE_EXCEEDED,
-                         "the deadline passed before the request was read");
+        s_server_reject (self, S_REJECT_DEADLINE, &routing_id, env, env->request_id,
+                         PPM_DEADLINE_EXCEEDED, "the deadline passed before the request was read");
         goto cleanup;
     }
     zframe_destroy (&body);
     call->routing_id = routing_id;
     call->envelope = env;
+    call->method = method;
     call->handle = zlistx_add_end (self->calls, call);
     ppm_rpc_call_log_context (call);
     method->fn (call, method->arg);
@@ -458,6 +530,9 @@ s_server_readable (zloop_t *loop, zsock_t *sock, void *arg)
     ppm_rpc_server_t *self = (ppm_rpc_server_t *)arg;
     /* RCVTIMEO is 0: zframe_recv returns NULL once the socket is empty.
        A message's parts arrive together, so none is left half read. */
+    /* One clock read per wake-up: the requests drained together arrived
+       together as far as the duration metric can tell. */
+    int64_t arrived_us = ppm_clock_real_mono_us ();
     zframe_t *routing_id = zframe_recv (sock);
     while (routing_id) {
         zframe_t *body = NULL;
@@ -474,7 +549,7 @@ s_server_readable (zloop_t *loop, zsock_t *sock, void *arg)
             else
                 zframe_destroy (&part);
         }
-        s_server_dispatch (self, &routing_id, &body, frames);
+        s_server_dispatch (self, &routing_id, &body, frames, arrived_us);
         routing_id = zframe_recv (sock);
     }
     return 0;
@@ -485,7 +560,13 @@ s_curve_watch_readable (zloop_t *loop, zsock_t *sock, void *arg)
 {
     (void)loop;
     (void)sock;
-    return ppm_curve_watch_handle ((zactor_t *)arg);
+    uint64_t before = ppm_curve_auth_failures ();
+    int rc = ppm_curve_watch_handle ((zactor_t *)arg);
+    uint64_t after = ppm_curve_auth_failures ();
+    /* ppm_curve counts process-wide; the difference is this watch's. */
+    if (after > before)
+        ppm_counter_inc (s_metrics.curve_auth_failures, after - before);
+    return rc;
 }
 
 static void
@@ -503,6 +584,7 @@ ppm_rpc_server_new (zloop_t *loop, const char *endpoint)
     int max_msg = s_max_msg ();
     if (max_msg < 0)
         return NULL;
+    s_metrics_ready ();
     ppm_rpc_server_t *self = (ppm_rpc_server_t *)zmalloc (sizeof (ppm_rpc_server_t));
     assert (self);
     self->loop = loop;
@@ -561,6 +643,7 @@ ppm_rpc_server_destroy (ppm_rpc_server_t **self_p)
         while (call) {
             call->server = NULL;
             call->handle = NULL;
+            call->method = NULL; /* the table goes with the server */
             call = (ppm_rpc_call_t *)zlistx_next (self->calls);
         }
         zlistx_destroy (&self->calls);
@@ -595,6 +678,8 @@ ppm_rpc_server_handle (ppm_rpc_server_t *self, const char *method, ppm_rpc_handl
     assert (entry);
     entry->fn = fn;
     entry->arg = arg;
+    entry->name = strdup (method);
+    assert (entry->name);
     zhashx_insert (self->methods, method, entry);
     return 0;
 }
@@ -717,6 +802,13 @@ s_call_end (ppm_rpc_call_t **call_p, const ppm_status_t *status, const ProtobufC
     assert (call_p && *call_p);
     ppm_rpc_call_t *call = *call_p;
     int rc = -1;
+    if (call->method) {
+        const char *name = call->method->name;
+        ppm_counter_inc (s_metrics.server_requests, 1, name,
+                         ppm_code_name (status ? ppm_status_code (status) : PPM_OK));
+        ppm_histogram_observe (s_metrics.server_duration,
+                               (double)(ppm_clock_real_mono_us () - call->arrived_us) / 1e6, name);
+    }
     if (call->server) {
         size_t size = 0;
         uint8_t scratch[S_SCRATCH_SIZE];
@@ -779,24 +871,56 @@ struct _s_pending_t {
     int64_t backoff_ms;   /* interval before the re-send after that */
     ppm_rpc_reply_fn *fn; /* callback */
     void *arg;            /* its argument */
+    const char *method;   /* interned method name (metric label) */
+    int64_t sent_us;      /* first send, monotonic us */
 };
 
 struct _ppm_rpc_client_t {
-    zsock_t *dealer;      /* connected DEALER */
-    zpoller_t *poller;    /* on dealer, for synchronous calls */
-    zloop_t *loop;        /* attached loop, or NULL */
-    int timer_id;         /* armed one-shot timer, or -1 */
-    int64_t timer_at;     /* when it fires, monotonic ms */
-    int timeout_ms;       /* default per-call timeout */
-    int backoff_first_ms; /* first re-send interval of idempotent calls */
-    int backoff_max_ms;   /* cap of the doubling interval */
-    uint64_t next_id;     /* next request id */
-    zhashx_t *pending;    /* request id -> s_pending_t */
-    uint64_t dropped;     /* replies that matched no pending call or were malformed */
-    uint64_t resent;      /* re-sends of idempotent requests */
-    s_pending_t *spare;   /* finished entries kept for reuse */
-    size_t spare_count;   /* how many */
+    zsock_t *dealer;         /* connected DEALER */
+    zpoller_t *poller;       /* on dealer, for synchronous calls */
+    zloop_t *loop;           /* attached loop, or NULL */
+    int timer_id;            /* armed one-shot timer, or -1 */
+    int64_t timer_at;        /* when it fires, monotonic ms */
+    int timeout_ms;          /* default per-call timeout */
+    int backoff_first_ms;    /* first re-send interval of idempotent calls */
+    int backoff_max_ms;      /* cap of the doubling interval */
+    uint64_t next_id;        /* next request id */
+    zhashx_t *pending;       /* request id -> s_pending_t */
+    uint64_t dropped;        /* replies that matched no pending call or were malformed */
+    uint64_t resent;         /* re-sends of idempotent requests */
+    s_pending_t *spare;      /* finished entries kept for reuse */
+    size_t spare_count;      /* how many */
+    zhashx_t *methods;       /* method name -> its interned copy (metric labels) */
+    const char *last_method; /* the last one interned: most calls repeat it */
 };
+
+/* The method name as a label value that lives as long as the client.
+   Past S_CLIENT_METHODS_MAX distinct names (a caller building names at
+   run time), further ones are counted as "_other". */
+static const char *
+s_client_method_label (ppm_rpc_client_t *self, const char *method)
+{
+    if (self->last_method && streq (self->last_method, method))
+        return self->last_method;
+    const char *label = (const char *)zhashx_lookup (self->methods, method);
+    if (!label) {
+        if (zhashx_size (self->methods) >= S_CLIENT_METHODS_MAX)
+            return PPM_METRICS_OTHER;
+        char *copy = strdup (method);
+        assert (copy);
+        zhashx_insert (self->methods, method, copy);
+        label = copy;
+    }
+    self->last_method = label;
+    return label;
+}
+
+static void
+s_method_label_destroy (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
 
 static size_t
 s_id_hash (const void *key)
@@ -835,6 +959,10 @@ s_pending_complete (ppm_rpc_client_t *self, s_pending_t *item, const ppm_status_
                     const uint8_t *payload, size_t size)
 {
     zhashx_delete (self->pending, &item->id);
+    ppm_counter_inc (s_metrics.client_requests, 1, item->method,
+                     ppm_code_name (status ? ppm_status_code (status) : PPM_OK));
+    ppm_histogram_observe (s_metrics.client_duration,
+                           (double)(ppm_clock_real_mono_us () - item->sent_us) / 1e6, item->method);
     item->fn (status, status ? NULL : payload, status ? 0 : size, item->arg);
     s_pending_free (self, &item);
 }
@@ -888,8 +1016,10 @@ s_client_service (ppm_rpc_client_t *self)
         } else {
             if (item->resend_at <= now) {
                 zframe_t *copy = zframe_dup (item->request);
-                if (zframe_send (&copy, self->dealer, ZFRAME_DONTWAIT) == 0)
+                if (zframe_send (&copy, self->dealer, ZFRAME_DONTWAIT) == 0) {
                     self->resent++;
+                    ppm_counter_inc (s_metrics.client_retries, 1, item->method);
+                }
                 zframe_destroy (&copy);
                 item->resend_at = now + item->backoff_ms;
                 item->backoff_ms *= 2;
@@ -1008,6 +1138,7 @@ ppm_rpc_client_new (const char *endpoints)
     int max_msg = s_max_msg ();
     if (max_msg < 0)
         return NULL;
+    s_metrics_ready ();
     ppm_rpc_client_t *self = (ppm_rpc_client_t *)zmalloc (sizeof (ppm_rpc_client_t));
     assert (self);
     self->timer_id = -1;
@@ -1037,6 +1168,9 @@ ppm_rpc_client_new (const char *endpoints)
     zhashx_set_key_destructor (self->pending, NULL);
     zhashx_set_key_hasher (self->pending, s_id_hash);
     zhashx_set_key_comparator (self->pending, s_id_compare);
+    self->methods = zhashx_new ();
+    assert (self->methods);
+    zhashx_set_destructor (self->methods, s_method_label_destroy);
     return self;
 }
 
@@ -1068,6 +1202,7 @@ ppm_rpc_client_destroy (ppm_rpc_client_t **self_p)
     }
     zpoller_destroy (&self->poller);
     zsock_destroy (&self->dealer);
+    zhashx_destroy (&self->methods);
     free (self);
     *self_p = NULL;
 }
@@ -1187,8 +1322,11 @@ s_client_send (ppm_rpc_client_t *self, const ppm_rpc_req_t *req, const ProtobufC
         item = (s_pending_t *)zmalloc (sizeof (s_pending_t));
         assert (item);
     }
-    int64_t now = s_mono_ms ();
+    int64_t now_us = ppm_clock_real_mono_us ();
+    int64_t now = now_us / 1000;
     item->id = env.request_id;
+    item->method = s_client_method_label (self, req->method);
+    item->sent_us = now_us;
     item->request = copy;
     item->deadline = now + timeout_ms;
     item->resend_at = INT64_MAX;

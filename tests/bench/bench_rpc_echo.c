@@ -12,28 +12,45 @@
       median RTT   one request in flight (ppm: ppm_rpc_client_call_sync),
                    over SAMPLES round trips.
 
-    The two are measured alternately ROUNDS times and each keeps its best
-    round, because the machine running it is usually busy with other work.
+    The two are measured alternately ROUNDS times (ppm first in even rounds,
+    bare first in odd ones), because the machine running it is usually busy
+    with other work: each round gives a ratio of two measurements taken
+    moments apart, and the figures printed are the medians over the rounds
+    (of each side and of the per-round ratios), with the load average
+    before and after so a reader can tell a quiet run from a busy one.
 
-    It prints one line per figure with the ratio ppm/bare and the aim
+    It prints one line per figure with the median ratio ppm/bare and the aim
     (throughput >= 50 % of bare, median RTT <= 1.5x bare), and exits 0
     either way: the figures are for reading, the tests are elsewhere.
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ppm_clock.h"
 #include "ppm_log.h"
 #include "ppm_rpc.h"
 #include "proto/echo.pb-c.h"
 
-#define WINDOW  100
-#define TOTAL   40000
-#define WARMUP  2000
-#define SAMPLES 3000
+#ifndef WINDOW /* -DWINDOW=… for a short run, e.g. under callgrind */
+#define WINDOW 100
+#endif
+#ifndef TOTAL
+#define TOTAL 20000
+#endif
+#ifndef WARMUP
+#define WARMUP 2000
+#endif
+#ifndef SAMPLES
+#define SAMPLES 2000
+#endif
+#ifndef PAYLOAD
 #define PAYLOAD 64
-#define ROUNDS  3
+#endif
+#ifndef ROUNDS
+#define ROUNDS 7
+#endif
 
 /* ---- servers ---------------------------------------------------------- */
 
@@ -193,6 +210,35 @@ s_median (int64_t *samples, int count)
     return samples[count / 2];
 }
 
+static int
+s_compare_double (const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double
+s_median_double (double *values, int count)
+{
+    qsort (values, (size_t)count, sizeof values[0], s_compare_double);
+    return values[count / 2];
+}
+
+/* The 1-minute load average, or -1 when /proc/loadavg cannot be read. */
+static double
+s_load (void)
+{
+    double load = -1;
+    FILE *file = fopen ("/proc/loadavg", "r");
+    if (file) {
+        if (fscanf (file, "%lf", &load) != 1)
+            load = -1;
+        fclose (file);
+    }
+    return load;
+}
+
 /* Median round trip in microseconds, one in flight. */
 static int64_t
 s_ppm_rtt (ppm_rpc_client_t *client, const ProtobufCMessage *request)
@@ -295,35 +341,50 @@ main (void)
     s_bare_throughput (raw, bare_msg, wire_size, WARMUP);
 
     /* The machine is shared (builds, other tests): alternate the two
-       several times and keep each one's best round. */
-    double ppm_tput = 0;
-    double bare_tput = 0;
-    int64_t ppm_rtt = INT64_MAX;
-    int64_t bare_rtt = INT64_MAX;
+       several times, and take medians over the rounds. */
+    double load_before = s_load ();
+    double ppm_tputs[ROUNDS];
+    double bare_tputs[ROUNDS];
+    double tput_ratios[ROUNDS];
+    int64_t ppm_rtts[ROUNDS];
+    int64_t bare_rtts[ROUNDS];
+    double rtt_ratios[ROUNDS];
     for (int round = 0; round < ROUNDS; round++) {
-        double tput = s_ppm_throughput (client, loop, &request.base, TOTAL);
-        ppm_tput = tput > ppm_tput ? tput : ppm_tput;
-        tput = s_bare_throughput (raw, bare_msg, wire_size, TOTAL);
-        bare_tput = tput > bare_tput ? tput : bare_tput;
-        int64_t rtt = s_ppm_rtt (client, &request.base);
-        ppm_rtt = rtt < ppm_rtt ? rtt : ppm_rtt;
-        rtt = s_bare_rtt (raw, bare_msg, wire_size);
-        bare_rtt = rtt < bare_rtt ? rtt : bare_rtt;
+        if (round % 2 == 0) {
+            ppm_tputs[round] = s_ppm_throughput (client, loop, &request.base, TOTAL);
+            bare_tputs[round] = s_bare_throughput (raw, bare_msg, wire_size, TOTAL);
+            ppm_rtts[round] = s_ppm_rtt (client, &request.base);
+            bare_rtts[round] = s_bare_rtt (raw, bare_msg, wire_size);
+        } else {
+            bare_tputs[round] = s_bare_throughput (raw, bare_msg, wire_size, TOTAL);
+            ppm_tputs[round] = s_ppm_throughput (client, loop, &request.base, TOTAL);
+            bare_rtts[round] = s_bare_rtt (raw, bare_msg, wire_size);
+            ppm_rtts[round] = s_ppm_rtt (client, &request.base);
+        }
+        tput_ratios[round] = bare_tputs[round] > 0 ? ppm_tputs[round] / bare_tputs[round] : 0;
+        rtt_ratios[round] =
+            bare_rtts[round] > 0 ? (double)ppm_rtts[round] / (double)bare_rtts[round] : 0;
     }
+    double load_after = s_load ();
 
-    double tput_ratio = bare_tput > 0 ? ppm_tput / bare_tput : 0;
-    double rtt_ratio = bare_rtt > 0 ? (double)ppm_rtt / (double)bare_rtt : 0;
+    double ppm_tput = s_median_double (ppm_tputs, ROUNDS);
+    double bare_tput = s_median_double (bare_tputs, ROUNDS);
+    double tput_ratio = s_median_double (tput_ratios, ROUNDS);
+    double tput_low = tput_ratios[0];
+    double tput_high = tput_ratios[ROUNDS - 1];
+    int64_t ppm_rtt = s_median (ppm_rtts, ROUNDS);
+    int64_t bare_rtt = s_median (bare_rtts, ROUNDS);
+    double rtt_ratio = s_median_double (rtt_ratios, ROUNDS);
     printf ("bench_rpc_echo: echo of %d B payload (%zu B on the wire), TCP loopback, "
-            "servers in threads\n",
-            PAYLOAD, wire_size);
-    printf ("bench_rpc_echo: throughput (window %d, best of %d x %d req): ppm_rpc %.0f req/s, bare "
-            "zmq %.0f "
-            "req/s, ratio %.2f (aim >= 0.50) %s\n",
-            WINDOW, ROUNDS, TOTAL, ppm_tput, bare_tput, tput_ratio,
+            "servers in threads; load average %.2f before, %.2f after, %ld cores\n",
+            PAYLOAD, wire_size, load_before, load_after, sysconf (_SC_NPROCESSORS_ONLN));
+    printf ("bench_rpc_echo: throughput (window %d, median of %d alternating rounds x %d req): "
+            "ppm_rpc %.0f req/s, bare zmq %.0f req/s, ratio %.2f (rounds %.2f..%.2f) "
+            "(aim >= 0.50) %s\n",
+            WINDOW, ROUNDS, TOTAL, ppm_tput, bare_tput, tput_ratio, tput_low, tput_high,
             tput_ratio >= 0.5 ? "ok" : "MISSED");
-    printf ("bench_rpc_echo: median RTT (1 in flight, best of %d x %d samples): ppm_rpc %lld us, "
-            "bare zmq "
-            "%lld us, ratio %.2f (aim <= 1.50) %s\n",
+    printf ("bench_rpc_echo: median RTT (1 in flight, median of %d rounds x %d samples): "
+            "ppm_rpc %lld us, bare zmq %lld us, ratio %.2f (aim <= 1.50) %s\n",
             ROUNDS, SAMPLES, (long long)ppm_rtt, (long long)bare_rtt, rtt_ratio,
             rtt_ratio <= 1.5 ? "ok" : "MISSED");
     fflush (stdout);

@@ -17,6 +17,7 @@
 #include "ppm_curve.h"
 #include "ppm_events.h"
 #include "ppm_log.h"
+#include "ppm_metrics.h"
 #include "ppm_rpc.h"
 #include "proto/echo.pb-c.h"
 
@@ -752,6 +753,157 @@ test_idempotent_retry (void **state)
     zstr_free (&endpoint);
 }
 
+/* The metrics of docs/METRICS.md move: OK and error replies on both sides,
+   every rejection reason, client retries, timeouts, published events. The
+   registry is process-wide, so each check compares with a value read
+   before (other tests in this binary count too). */
+static void
+test_metrics (void **state)
+{
+    (void)state;
+    char *endpoint;
+    zactor_t *server = s_server_start (&endpoint);
+    ppm_rpc_client_t *client = ppm_rpc_client_new (endpoint);
+    assert_non_null (client);
+    ppm_metrics_t *reg = ppm_metrics_global ();
+    /* Registering again returns the handles ppm_rpc registered. */
+    ppm_counter_t *srv_req =
+        ppm_metrics_counter (reg, "ppm_rpc_server_requests_total", "", "method,code");
+    ppm_histogram_t *srv_dur =
+        ppm_metrics_histogram (reg, "ppm_rpc_server_duration_seconds", "", "method", NULL, 0);
+    ppm_counter_t *srv_rej =
+        ppm_metrics_counter (reg, "ppm_rpc_server_rejected_total", "", "reason");
+    ppm_counter_t *cli_req =
+        ppm_metrics_counter (reg, "ppm_rpc_client_requests_total", "", "method,code");
+    ppm_histogram_t *cli_dur =
+        ppm_metrics_histogram (reg, "ppm_rpc_client_duration_seconds", "", "method", NULL, 0);
+    ppm_counter_t *cli_retry =
+        ppm_metrics_counter (reg, "ppm_rpc_client_retries_total", "", "method");
+    ppm_counter_t *published = ppm_metrics_counter (reg, "ppm_events_published_total", "", "event");
+    ppm_counter_t *curve = ppm_metrics_counter (reg, "ppm_curve_auth_failures_total", "", NULL);
+    assert_non_null (srv_req);
+    assert_non_null (srv_dur);
+    assert_non_null (srv_rej);
+    assert_non_null (cli_req);
+    assert_non_null (cli_dur);
+    assert_non_null (cli_retry);
+    assert_non_null (published);
+    assert_non_null (curve);
+
+    /* OK. */
+    uint64_t srv_ok = ppm_counter_value (srv_req, "test.Echo", "OK");
+    uint64_t cli_ok = ppm_counter_value (cli_req, "test.Echo", "OK");
+    uint64_t srv_n = ppm_histogram_count (srv_dur, "test.Echo");
+    uint64_t cli_n = ppm_histogram_count (cli_dur, "test.Echo");
+    ppm_status_t *status = s_echo_sync (client, "hi", 0, 2000, NULL);
+    assert_null (status);
+    assert_int_equal (ppm_counter_value (srv_req, "test.Echo", "OK"), srv_ok + 1);
+    assert_int_equal (ppm_counter_value (cli_req, "test.Echo", "OK"), cli_ok + 1);
+    assert_int_equal (ppm_histogram_count (srv_dur, "test.Echo"), srv_n + 1);
+    assert_int_equal (ppm_histogram_count (cli_dur, "test.Echo"), cli_n + 1);
+
+    /* An error from the handler: test.Echo with a payload that is not an
+       EchoRequest answers INVALID_ARGUMENT. */
+    uint64_t srv_bad = ppm_counter_value (srv_req, "test.Echo", "INVALID_ARGUMENT");
+    uint64_t cli_bad = ppm_counter_value (cli_req, "test.Echo", "INVALID_ARGUMENT");
+    /* An Envelope's field 1 is a varint where EchoRequest has bytes. */
+    Ppm__V1__Envelope not_echo = PPM__V1__ENVELOPE__INIT;
+    not_echo.version = 1;
+    ppm_rpc_req_t r = {.method = "test.Echo", .timeout_ms = 2000};
+    status = ppm_rpc_client_call_sync (client, &r, &not_echo.base, NULL, NULL);
+    assert_non_null (status);
+    assert_int_equal (ppm_status_code (status), PPM_INVALID_ARGUMENT);
+    ppm_status_destroy (&status);
+    assert_int_equal (ppm_counter_value (srv_req, "test.Echo", "INVALID_ARGUMENT"), srv_bad + 1);
+    assert_int_equal (ppm_counter_value (cli_req, "test.Echo", "INVALID_ARGUMENT"), cli_bad + 1);
+
+    /* A client-side timeout counts as DEADLINE_EXCEEDED. */
+    uint64_t cli_late = ppm_counter_value (cli_req, "test.Echo", "DEADLINE_EXCEEDED");
+    status = s_echo_sync (client, "late", 500, 100, NULL);
+    assert_non_null (status);
+    assert_int_equal (ppm_status_code (status), PPM_DEADLINE_EXCEEDED);
+    ppm_status_destroy (&status);
+    assert_int_equal (ppm_counter_value (cli_req, "test.Echo", "DEADLINE_EXCEEDED"), cli_late + 1);
+
+    /* Rejections, by reason; an unknown method is never a label. */
+    uint64_t unknown = ppm_counter_value (srv_rej, "unknown_method");
+    uint64_t cli_unimpl = ppm_counter_value (cli_req, "nope.Nothing", "UNIMPLEMENTED");
+    r.method = "nope.Nothing";
+    status = ppm_rpc_client_call_sync (client, &r, NULL, NULL, NULL);
+    assert_non_null (status);
+    assert_int_equal (ppm_status_code (status), PPM_UNIMPLEMENTED);
+    ppm_status_destroy (&status);
+    assert_int_equal (ppm_counter_value (srv_rej, "unknown_method"), unknown + 1);
+    assert_int_equal (ppm_counter_value (srv_req, "nope.Nothing", "UNIMPLEMENTED"), 0);
+    assert_int_equal (ppm_counter_value (cli_req, "nope.Nothing", "UNIMPLEMENTED"), cli_unimpl + 1);
+
+    zsock_t *raw = zsock_new_dealer (endpoint);
+    Ppm__V1__Envelope env = PPM__V1__ENVELOPE__INIT;
+    env.version = 1;
+    env.kind = PPM__V1__KIND__KIND_REQUEST;
+    env.method = "test.Echo";
+    env.request_id = 21;
+    env.deadline_ms = ppm_clock_real_ms () - 1000;
+    uint64_t deadline = ppm_counter_value (srv_rej, "deadline");
+    s_raw_send (raw, &env, 0);
+    s_assert_reply (raw, 21, PPM_DEADLINE_EXCEEDED);
+    assert_int_equal (ppm_counter_value (srv_rej, "deadline"), deadline + 1);
+
+    env.version = 2;
+    env.deadline_ms = 0;
+    env.request_id = 22;
+    uint64_t version = ppm_counter_value (srv_rej, "version");
+    s_raw_send (raw, &env, 0);
+    s_assert_reply (raw, 22, PPM_INVALID_ARGUMENT);
+    assert_int_equal (ppm_counter_value (srv_rej, "version"), version + 1);
+
+    uint64_t malformed = ppm_counter_value (srv_rej, "malformed");
+    uint8_t bad_bytes[] = {0x0f, 0xff}; /* field 1, wire type 7: not protobuf */
+    zframe_t *frame = zframe_new (bad_bytes, sizeof bad_bytes);
+    assert_int_equal (zframe_send (&frame, raw, 0), 0);
+    /* No request id to answer: dropped; the server's thread counts it. */
+    int64_t until = zclock_mono () + 2000;
+    while (ppm_counter_value (srv_rej, "malformed") == malformed && zclock_mono () < until)
+        zclock_sleep (5);
+    assert_int_equal (ppm_counter_value (srv_rej, "malformed"), malformed + 1);
+    zsock_destroy (&raw);
+
+    /* Retries of an idempotent call. */
+    uint64_t retries = ppm_counter_value (cli_retry, "test.Flaky");
+    ppm_rpc_client_set_backoff (client, 200, 1000);
+    r.method = "test.Flaky";
+    r.timeout_ms = 3000;
+    r.idempotent = true;
+    status = ppm_rpc_client_call_sync (client, &r, NULL, NULL, NULL);
+    assert_null (status);
+    assert_true (ppm_counter_value (cli_retry, "test.Flaky") >= retries + 1);
+    assert_int_equal (ppm_counter_value (cli_retry, "test.Flaky") - retries,
+                      ppm_rpc_client_resent (client));
+
+    /* Published events, by name. */
+    ppm_events_pub_t *pub = ppm_events_pub_new ("tcp://127.0.0.1:*");
+    assert_non_null (pub);
+    uint64_t events = ppm_counter_value (published, "test.happened");
+    assert_int_equal (ppm_events_publish (pub, "test.happened", "t_1", NULL), 0);
+    assert_int_equal (ppm_events_publish (pub, "test.happened", NULL, NULL), 0);
+    assert_int_equal (ppm_counter_value (published, "test.happened"), events + 2);
+    ppm_events_pub_destroy (&pub);
+
+    /* Every series appears in the rendered text. */
+    char *text = ppm_metrics_render (reg);
+    assert_non_null (text);
+    assert_non_null (
+        strstr (text, "ppm_rpc_server_requests_total{method=\"test.Echo\",code=\"OK\"}"));
+    assert_non_null (strstr (text, "ppm_rpc_server_rejected_total{reason=\"unknown_method\"}"));
+    assert_null (strstr (text, "ppm_rpc_server_requests_total{method=\"nope.Nothing\""));
+    assert_non_null (strstr (text, "ppm_curve_auth_failures_total"));
+    free (text);
+
+    ppm_rpc_client_destroy (&client);
+    zactor_destroy (&server);
+    zstr_free (&endpoint);
+}
+
 static void
 test_sync_dispatches_others_and_destroy_cancels (void **state)
 {
@@ -1046,6 +1198,9 @@ test_curve (void **state)
     s_curve_env (server_secret, other_secret, client_public);
     server = s_server_start (&endpoint);
     uint64_t before = ppm_curve_auth_failures ();
+    ppm_counter_t *refused =
+        ppm_metrics_counter (ppm_metrics_global (), "ppm_curve_auth_failures_total", "", NULL);
+    uint64_t refused_before = ppm_counter_value (refused);
     client = ppm_rpc_client_new (endpoint);
     status = s_echo_sync (client, "refused", 0, 500, NULL);
     assert_non_null (status);
@@ -1055,6 +1210,11 @@ test_curve (void **state)
     while (ppm_curve_auth_failures () == before && zclock_mono () < until)
         zclock_sleep (10);
     assert_true (ppm_curve_auth_failures () > before);
+    /* ... and the metric follows (updated right after, in the server's loop). */
+    until = zclock_mono () + 2000;
+    while (ppm_counter_value (refused) == refused_before && zclock_mono () < until)
+        zclock_sleep (10);
+    assert_true (ppm_counter_value (refused) > refused_before);
     ppm_rpc_client_destroy (&client);
     zactor_destroy (&server);
     zstr_free (&endpoint);
@@ -1076,6 +1236,7 @@ main (void)
         cmocka_unit_test (test_garbage_and_oversize),
         cmocka_unit_test (test_mutated_envelopes),
         cmocka_unit_test (test_idempotent_retry),
+        cmocka_unit_test (test_metrics),
         cmocka_unit_test (test_sync_dispatches_others_and_destroy_cancels),
         cmocka_unit_test (test_several_endpoints),
         cmocka_unit_test (test_api_edges),
