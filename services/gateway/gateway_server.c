@@ -1440,13 +1440,14 @@ s_on_tick (zloop_t *loop, int timer_id, void *arg)
     (void)loop;
     (void)timer_id;
     s_self_t *self = arg;
-    s_stream_t *stream = zlistx_first (self->streams);
-    while (stream) {
-        s_stream_t *next = zlistx_next (self->streams);
-        if (stream->state == 0 || gateway_req_closed (stream->req)) {
-            s_stream_close (self, stream);
-        } else if (stream->state == PPM__V1__SESSION_STATE__SESSION_ENDED) {
-            s_stream_close (self, stream);
+    /* Streams to close are collected and closed after the walk: closing
+       moves the list's cursor. */
+    zlist_t *done = zlist_new ();
+    for (s_stream_t *stream = zlistx_first (self->streams); stream;
+         stream = zlistx_next (self->streams)) {
+        if (stream->state == 0 || gateway_req_closed (stream->req) ||
+            stream->state == PPM__V1__SESSION_STATE__SESSION_ENDED) {
+            zlist_append (done, stream);
         } else {
             int64_t remaining = s_stream_remaining (stream);
             json_t *json = json_pack ("{s:I, s:s, s:b, s:I}", "remaining_ms", (json_int_t)remaining,
@@ -1475,8 +1476,10 @@ s_on_tick (zloop_t *loop, int timer_id, void *arg)
                 }
             }
         }
-        stream = next;
     }
+    for (s_stream_t *stream = zlist_first (done); stream; stream = zlist_next (done))
+        s_stream_close (self, stream);
+    zlist_destroy (&done);
     return 0;
 }
 

@@ -418,6 +418,16 @@ s_fakes_pipe (zloop_t *loop, zsock_t *pipe, void *arg)
         e.warning_mark_s = 10;
         ppm_events_publish (s_pub, "session.warning", "t_b", &e.base);
         zsock_signal (pipe, 0);
+    } else if (streq (command, "END")) {
+        Ppm__V1__SessionEvent e = PPM__V1__SESSION_EVENT__INIT;
+        e.session_id = "s_1";
+        e.tenant_id = "t_a";
+        e.seq = 6;
+        e.event = "session.ended";
+        e.state = PPM__V1__SESSION_STATE__SESSION_ENDED;
+        e.reason = "payer";
+        ppm_events_publish (s_pub, "session.ended", "t_a", &e.base);
+        zsock_signal (pipe, 0);
     }
     free (command);
     return rc;
@@ -957,13 +967,29 @@ static void
 test_events_stream (void **state)
 {
     (void)state;
-    s_sse_t sse = {.token = s_token_payer, .timeout_ms = 2600};
+    s_sse_t sse = {.token = s_token_payer, .timeout_ms = 6000};
     pthread_t thread;
     pthread_create (&thread, NULL, s_sse_thread, &sse);
+    /* other listeners that leave early, while the first one stays: the
+       tick closes several streams in one pass (a use-after-free once) */
+    s_sse_t early[3] = {{.token = s_token_payee, .timeout_ms = 1200},
+                        {.token = s_token_payer, .timeout_ms = 4000},
+                        {.token = s_token_payee, .timeout_ms = 4000}};
+    pthread_t early_threads[3];
+    for (int i = 0; i < 3; i++)
+        pthread_create (&early_threads[i], NULL, s_sse_thread, &early[i]);
     zclock_sleep (700);
     zstr_send (s_fakes, "WARN");
     zsock_wait (s_fakes);
+    zclock_sleep (1300);
+    /* the session ends: every stream of it closes in the same tick */
+    zstr_send (s_fakes, "END");
+    zsock_wait (s_fakes);
     pthread_join (thread, NULL);
+    for (int i = 0; i < 3; i++) {
+        pthread_join (early_threads[i], NULL);
+        assert_int_equal (early[i].resp.status, 200);
+    }
     s_resp_t *r = &sse.resp;
     assert_int_equal (r->status, 200);
     assert_non_null (strstr (r->headers, "text/event-stream"));
@@ -972,6 +998,10 @@ test_events_stream (void **state)
     assert_non_null (strstr (r->body, "event: tick\ndata: {\"remaining_ms\":"));
     assert_non_null (strstr (r->body, "id: 4\nevent: warning\ndata: {"));
     assert_non_null (strstr (r->body, "\"warning_mark_s\":60"));
+    /* the end is relayed and closes the stream (well before the client's
+       own timeout) */
+    assert_non_null (strstr (r->body, "id: 6\nevent: ended\ndata: {"));
+    assert_non_null (strstr (early[1].resp.body, "event: ended"));
     /* the other tenant's event did not leak into this stream */
     assert_null (strstr (r->body, "\"warning_mark_s\":10"));
 
