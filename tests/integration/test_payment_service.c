@@ -68,6 +68,12 @@ s_peer_secrets (ppm_rpc_call_t *call, void *arg)
     Ppm__V1__Secrets reply = PPM__V1__SECRETS__INIT;
     reply.stripe_mode = "test";
     reply.stripe_secret_key = KEY;
+    if (strcmp (ppm_rpc_call_tenant (call), "t_mixed") == 0)
+        reply.stripe_secret_key = "sk_live_never_in_test_mode"; /* a live key in test mode */
+    if (strcmp (ppm_rpc_call_tenant (call), "t_live") == 0) {
+        reply.stripe_mode = "live"; /* live mode against the emulator */
+        reply.stripe_secret_key = "sk_live_real_one";
+    }
     reply.stripe_restricted_key = "";
     reply.stripe_publishable_key = "pk_test_paytest";
     reply.stripe_webhook_secret = WHSEC;
@@ -964,6 +970,23 @@ test_bad_input_changes_nothing (void **state)
     s_expect ("s_ok", PAYER, 10, false, PPM_INVALID_ARGUMENT, "accept_terms", NULL);
     s_expect ("s_nope", PAYER, 10, true, PPM_NOT_FOUND, NULL, NULL);
     s_expect ("s_other", PAYER, 10, true, PPM_PERMISSION_DENIED, NULL, NULL);
+
+    /* keys that do not match the mode, and live mode against the emulator */
+    const char *tenants[] = {"t_mixed", "t_live"};
+    for (size_t i = 0; i < 2; i++) {
+        Ppm__V1__CheckoutRequest creq = PPM__V1__CHECKOUT_REQUEST__INIT;
+        creq.session_id = "s_ok";
+        creq.payer = PAYER;
+        creq.minutes = 5;
+        creq.accept_terms = true;
+        ppm_rpc_req_t rr = {.method = "payment.Checkout", .tenant = tenants[i], .timeout_ms = 5000};
+        ProtobufCMessage *out = NULL;
+        ppm_status_t *kst = ppm_rpc_client_call_sync (s_fix.client, &rr, &creq.base,
+                                                      &ppm__v1__checkout_reply__descriptor, &out);
+        assert_null (out);
+        assert_int_equal (ppm_status_code (kst), PPM_FAILED_PRECONDITION);
+        ppm_status_destroy (&kst);
+    }
 
     /* webhooks: forged, stale, malformed, unsigned */
     const char *event = "{\"id\":\"evt_forged\",\"object\":\"event\",\"type\":"
