@@ -480,7 +480,9 @@ s_form_send (s_self_t *self, const char *method, const char *path, ppm_form_t **
         if (!body)
             return -1;
     }
-    int rc = payment_stripe_request (self->stripe, method, path, body, key, idem, fn, arg);
+    int rc = self->stripe
+                 ? payment_stripe_request (self->stripe, method, path, body, key, idem, fn, arg)
+                 : -1; /* shutting down */
     free (body);
     return rc;
 }
@@ -1831,7 +1833,7 @@ s_fetch_pi (s_fetch_t *f, const char *pi_id)
     s_tenant_t *t = s_tenant (f->self, f->tenant);
     char path[320];
     snprintf (path, sizeof path, "/v1/payment_intents/%s", pi_id);
-    if (!t || !s_id_ok (pi_id) ||
+    if (!t || !s_id_ok (pi_id) || !f->self->stripe ||
         payment_stripe_request (f->self->stripe, "GET", path, NULL, s_key (t, false), NULL,
                                 s_on_fetched_pi, f) != 0)
         s_fetch_end (f);
@@ -1890,7 +1892,7 @@ s_fetch_checkout (s_fetch_t *f, const char *cs_id)
     s_tenant_t *t = s_tenant (f->self, f->tenant);
     char path[320];
     snprintf (path, sizeof path, "/v1/checkout/sessions/%s", cs_id);
-    if (!t || !s_id_ok (cs_id) ||
+    if (!t || !s_id_ok (cs_id) || !f->self->stripe ||
         payment_stripe_request (f->self->stripe, "GET", path, NULL, s_key (t, false), NULL,
                                 s_on_fetched_checkout, f) != 0)
         s_fetch_end (f);
@@ -2238,7 +2240,7 @@ s_on_recreated (const payment_stripe_result_t *res, void *arg)
         s_tenant_t *t = s_tenant (self, f->tenant);
         char path[400];
         snprintf (path, sizeof path, "/v1/payment_intents?customer=%s&limit=100", f->customer);
-        if (t && s_id_ok (f->customer) &&
+        if (t && s_id_ok (f->customer) && self->stripe &&
             payment_stripe_request (self->stripe, "GET", path, NULL, s_key (t, false), NULL,
                                     s_on_listed, f) == 0)
             return;
@@ -2694,10 +2696,13 @@ s_self_destroy (s_self_t **self_p)
     s_self_t *self = *self_p;
     if (!self)
         return;
+    /* Stripe first, then the clients: calls still held end with an error
+       through the server, which goes last (no new Stripe call can start
+       once self->stripe is NULL). */
     payment_stripe_destroy (&self->stripe);
-    ppm_rpc_server_destroy (&self->server);
     ppm_rpc_client_destroy (&self->config_rpc);
     ppm_rpc_client_destroy (&self->metering);
+    ppm_rpc_server_destroy (&self->server);
     ppm_events_sub_destroy (&self->config_sub);
     ppm_events_pub_destroy (&self->pub);
     zhashx_destroy (&self->tenants);
