@@ -14,6 +14,7 @@
 #include "gateway_json.h"
 #include "gateway_router.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <string.h>
 
@@ -2099,4 +2100,6 @@ gateway_server_actor (zsock_t *pipe, void *args)
     zhashx_destroy (&self->latency);
     zloop_destroy (&self->loop);
     free (self);
+    /* OpenSSL's per-thread state of this thread (HMAC, SHA-256) */
+    OPENSSL_thread_stop ();
 }

@@ -82,8 +82,19 @@ if [ "${1:-}" = "--screenshots" ]; then
     export PPM_SCREENSHOTS_DIR=$root/docs/screenshots
 fi
 set +e
-(cd tests/browser && node scenarios.mjs)
-rc=$?
+(cd tests/browser && node scenarios.mjs) | tee "$tmp/scenarios.out"
+rc=${PIPESTATUS[0]}
+# the gateway must stop cleanly (under a sanitizer build: no error, no leak)
+gateway_pid=${pids[1]}
+kill -TERM "$gateway_pid" 2>/dev/null
+wait "$gateway_pid"
+gateway_rc=$?
+if [ "$gateway_rc" -ne 0 ]; then
+    echo "FAIL the gateway exited with $gateway_rc"
+    summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$tmp/scenarios.out" | tail -n 1)
+    echo "${summary%% *} passed, $(( $(echo "$summary" | awk '{print $3+0}') + 1 )) failed"
+    rc=1
+fi
 set -e
 if [ "$rc" -ne 0 ]; then
     echo "--- gateway log"; tail -n 20 "$tmp/gateway.log"
