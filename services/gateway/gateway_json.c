@@ -51,6 +51,27 @@ gateway_http_status_for (const ppm_status_t *status)
     return 500;
 }
 
+/* A JSON string of text; bytes that are not valid UTF-8 (a malformed
+   body quoted in jansson's error text, a query parameter's name) become
+   '?', so that the error body can always be built (else the client would
+   get a 500 for its own bad input). */
+static json_t *
+s_text (const char *text)
+{
+    json_t *json = json_string (text ? text : "");
+    if (json)
+        return json;
+    char *copy = strdup (text);
+    if (!copy)
+        return json_string ("?");
+    for (char *p = copy; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            *p = '?';
+    json = json_string (copy);
+    free (copy);
+    return json;
+}
+
 json_t *
 gateway_error_json (const ppm_status_t *status)
 {
@@ -60,11 +81,12 @@ gateway_error_json (const ppm_status_t *status)
         code = PPM_UNKNOWN;
     json_t *fields = json_array ();
     for (size_t i = 0; i < ppm_status_field_count (status); i++)
-        json_array_append_new (fields,
-                               json_pack ("{s:s, s:s}", "field", ppm_status_field_name (status, i),
-                                          "message", ppm_status_field_description (status, i)));
-    return json_pack ("{s:{s:s, s:s, s:o}}", "error", "code", ppm_code_name (code), "message",
-                      message && *message ? message : ppm_code_name (code), "fields", fields);
+        json_array_append_new (
+            fields, json_pack ("{s:o, s:o}", "field", s_text (ppm_status_field_name (status, i)),
+                               "message", s_text (ppm_status_field_description (status, i))));
+    return json_pack ("{s:{s:s, s:o, s:o}}", "error", "code", ppm_code_name (code), "message",
+                      s_text (message && *message ? message : ppm_code_name (code)), "fields",
+                      fields);
 }
 
 size_t

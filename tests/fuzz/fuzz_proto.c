@@ -1,0 +1,261 @@
+/*  fuzz_proto: libFuzzer harness for every protobuf message a ppm service
+    or client unpacks from the wire (proto/config, rate, payment, metering,
+    envelope: requests, replies and events alike).
+
+    The first input byte picks the message type (index into s_messages,
+    modulo its length; the list is append-only so committed seeds keep
+    their meaning), the rest is unpacked with protobuf_c_message_unpack.
+    A message that unpacks must pack again to a buffer of exactly its
+    packed size, and that buffer must unpack again. Then the message is
+    handed to the same checks the services run on it:
+      - PutSettingsRequest: config_settings_normalize + _validate (config)
+      - QuoteRequest: rate_quote_build against a fixed tenant (rate)
+      - CreateRequest: metering_create_check and, when valid,
+        metering_create_fields (metering)
+      - SessionRequest/EndRequest/FundRequest ids: metering_sid_valid,
+        metering_id_valid
+      - Settings, Quote, Session, Payment, AuditEntry, UserRates, RoleRates:
+        the gateway's JSON conversions of replies (gateway_convert)
+      - Status: ppm_status_from_proto (every client reads it).
+    Nothing may crash, leak, read out of bounds or hit undefined behaviour.
+
+    Build and run: `make fuzz`; corpus: corpus/fuzz_proto/ (written by
+    tests/fuzz/gen-seeds.sh). */
+#include <assert.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ppm_status.h"
+#include "proto/config.pb-c.h"
+#include "proto/envelope.pb-c.h"
+#include "proto/metering.pb-c.h"
+#include "proto/payment.pb-c.h"
+#include "proto/rate.pb-c.h"
+#include "services/config/config_settings.h"
+#include "services/gateway/gateway_convert.h"
+#include "services/metering/metering_model.h"
+#include "services/rate/rate_cache.h"
+#include "services/rate/rate_quote.h"
+
+int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
+
+/* Append only: a committed seed's first byte indexes this list. */
+static const ProtobufCMessageDescriptor *const s_messages[] = {
+    &ppm__v1__tenant__descriptor,
+    &ppm__v1__create_tenant_request__descriptor,
+    &ppm__v1__create_tenant_reply__descriptor,
+    &ppm__v1__list_tenants_request__descriptor,
+    &ppm__v1__list_tenants_reply__descriptor,
+    &ppm__v1__set_plan_request__descriptor,
+    &ppm__v1__set_plan_reply__descriptor,
+    &ppm__v1__settings__descriptor,
+    &ppm__v1__get_settings_request__descriptor,
+    &ppm__v1__put_settings_request__descriptor,
+    &ppm__v1__user_rates__descriptor,
+    &ppm__v1__get_user_rates_request__descriptor,
+    &ppm__v1__put_user_rates_request__descriptor,
+    &ppm__v1__put_rates_reply__descriptor,
+    &ppm__v1__list_user_rates_request__descriptor,
+    &ppm__v1__list_user_rates_reply__descriptor,
+    &ppm__v1__role_rates__descriptor,
+    &ppm__v1__get_role_rates_request__descriptor,
+    &ppm__v1__role_rates_list__descriptor,
+    &ppm__v1__put_role_rates_request__descriptor,
+    &ppm__v1__create_admin_key_request__descriptor,
+    &ppm__v1__create_admin_key_reply__descriptor,
+    &ppm__v1__revoke_admin_key_request__descriptor,
+    &ppm__v1__config_empty__descriptor,
+    &ppm__v1__verify_admin_key_request__descriptor,
+    &ppm__v1__verify_admin_key_reply__descriptor,
+    &ppm__v1__audit_entry__descriptor,
+    &ppm__v1__list_audit_request__descriptor,
+    &ppm__v1__list_audit_reply__descriptor,
+    &ppm__v1__get_secrets_request__descriptor,
+    &ppm__v1__secrets__descriptor,
+    &ppm__v1__get_user_token_secret_request__descriptor,
+    &ppm__v1__user_token_secret__descriptor,
+    &ppm__v1__get_snapshot_request__descriptor,
+    &ppm__v1__snapshot__descriptor,
+    &ppm__v1__list_revisions_request__descriptor,
+    &ppm__v1__tenant_revision__descriptor,
+    &ppm__v1__list_revisions_reply__descriptor,
+    &ppm__v1__config_changed__descriptor,
+    &ppm__v1__quote_request__descriptor,
+    &ppm__v1__quote_preset__descriptor,
+    &ppm__v1__quote__descriptor,
+    &ppm__v1__payment__descriptor,
+    &ppm__v1__checkout_request__descriptor,
+    &ppm__v1__checkout_reply__descriptor,
+    &ppm__v1__confirm_request__descriptor,
+    &ppm__v1__confirm_reply__descriptor,
+    &ppm__v1__settle_request__descriptor,
+    &ppm__v1__settle_reply__descriptor,
+    &ppm__v1__webhook_request__descriptor,
+    &ppm__v1__webhook_reply__descriptor,
+    &ppm__v1__get_payment_request__descriptor,
+    &ppm__v1__list_payments_request__descriptor,
+    &ppm__v1__list_payments_reply__descriptor,
+    &ppm__v1__session_totals_request__descriptor,
+    &ppm__v1__session_totals_reply__descriptor,
+    &ppm__v1__earnings_request__descriptor,
+    &ppm__v1__payee_earnings__descriptor,
+    &ppm__v1__earnings_reply__descriptor,
+    &ppm__v1__export_csv_request__descriptor,
+    &ppm__v1__export_csv_reply__descriptor,
+    &ppm__v1__reconcile_request__descriptor,
+    &ppm__v1__reconcile_reply__descriptor,
+    &ppm__v1__payment_event__descriptor,
+    &ppm__v1__session__descriptor,
+    &ppm__v1__create_request__descriptor,
+    &ppm__v1__fund_request__descriptor,
+    &ppm__v1__fund_reply__descriptor,
+    &ppm__v1__session_request__descriptor,
+    &ppm__v1__session_reply__descriptor,
+    &ppm__v1__end_request__descriptor,
+    &ppm__v1__end_reply__descriptor,
+    &ppm__v1__list_request__descriptor,
+    &ppm__v1__list_reply__descriptor,
+    &ppm__v1__rebuild_request__descriptor,
+    &ppm__v1__rebuild_reply__descriptor,
+    &ppm__v1__session_event__descriptor,
+    &ppm__v1__envelope__descriptor,
+    &ppm__v1__status__descriptor,
+    &ppm__v1__field_violation__descriptor,
+    &ppm__v1__money__descriptor,
+};
+#define S_MESSAGES (sizeof s_messages / sizeof s_messages[0])
+
+#define S_NOW_MS 1800000000000LL
+
+static rate_tenant_t *s_tenant;
+
+/* The tenant quotes are built against: enabled, one payee with an
+   individual rate, two roles. */
+static void
+s_tenant_init (void)
+{
+    if (s_tenant)
+        return;
+    Ppm__V1__Settings defaults = PPM__V1__SETTINGS__INIT;
+    config_settings_defaults (&defaults);
+    Ppm__V1__Settings *s = config_settings_dup (&defaults);
+    assert (s);
+    const char *error = NULL;
+    config_settings_set_text (s, "enabled", "true", &error);
+    s->default_call_per_minute = 250;
+    s->default_chat_per_minute = 100;
+    s->version = 3;
+    s_tenant = rate_tenant_new ("t_1", "pro", 42, s);
+    config_settings_free (&s);
+    assert (s_tenant);
+    rate_user_t u = {.call = {300, true}, .chat = {0, false}};
+    rate_tenant_set_user (s_tenant, "alice", u);
+    rate_tenant_add_role (s_tenant, "coach", (rate_amount_t){200, true},
+                          (rate_amount_t){80, true}, 1);
+    rate_tenant_add_role (s_tenant, "free", (rate_amount_t){0, true}, (rate_amount_t){0, true}, 9);
+}
+
+static void
+s_json (json_t *json)
+{
+    if (!json)
+        return;
+    char *text = json_dumps (json, JSON_COMPACT);
+    free (text);
+    json_decref (json);
+}
+
+static void
+s_status (ppm_status_t *status)
+{
+    if (status && ppm_status_code (status) == PPM_INVALID_ARGUMENT)
+        assert (ppm_status_field_count (status) > 0);
+    ppm_status_destroy (&status);
+}
+
+static void
+s_check (const ProtobufCMessageDescriptor *d, ProtobufCMessage *msg)
+{
+    if (d == &ppm__v1__put_settings_request__descriptor) {
+        Ppm__V1__PutSettingsRequest *req = (Ppm__V1__PutSettingsRequest *)msg;
+        if (req->settings) {
+            config_settings_normalize (req->settings);
+            config_settings_ctx_t ctx = {.plan = "pro"};
+            s_status (config_settings_validate (req->settings, &ctx));
+        }
+    } else if (d == &ppm__v1__quote_request__descriptor) {
+        rate_quote_t quote;
+        s_status (rate_quote_build (s_tenant, (Ppm__V1__QuoteRequest *)msg, false, S_NOW_MS,
+                                    &quote));
+    } else if (d == &ppm__v1__create_request__descriptor) {
+        Ppm__V1__CreateRequest *req = (Ppm__V1__CreateRequest *)msg;
+        ppm_status_t *status = metering_create_check (req, "t_1", S_NOW_MS);
+        if (!status) {
+            char buf[4096];
+            const char *argv[64];
+            int argc = metering_create_fields (req, "t_1", S_NOW_MS, 60000, buf, sizeof buf, argv,
+                                               64);
+            for (int i = 0; i < argc; i++)
+                assert (argv[i]);
+        }
+        s_status (status);
+    } else if (d == &ppm__v1__session_request__descriptor) {
+        Ppm__V1__SessionRequest *req = (Ppm__V1__SessionRequest *)msg;
+        if (metering_sid_valid (req->session_id))
+            (void)metering_bucket_of (req->session_id, 64);
+        (void)metering_sid_created_ms (req->session_id);
+    } else if (d == &ppm__v1__end_request__descriptor) {
+        Ppm__V1__EndRequest *req = (Ppm__V1__EndRequest *)msg;
+        (void)metering_sid_valid (req->session_id);
+    } else if (d == &ppm__v1__fund_request__descriptor) {
+        Ppm__V1__FundRequest *req = (Ppm__V1__FundRequest *)msg;
+        (void)metering_sid_valid (req->session_id);
+        if (metering_id_valid (req->payment_id)) {
+            char field[10];
+            metering_payment_field (req->payment_id, field);
+            assert (strlen (field) == 9);
+        }
+    } else if (d == &ppm__v1__settings__descriptor)
+        s_json (gateway_settings_json ((Ppm__V1__Settings *)msg));
+    else if (d == &ppm__v1__quote__descriptor)
+        s_json (gateway_quote_json ((Ppm__V1__Quote *)msg));
+    else if (d == &ppm__v1__session__descriptor)
+        s_json (gateway_session_json ((Ppm__V1__Session *)msg));
+    else if (d == &ppm__v1__payment__descriptor)
+        s_json (gateway_payment_json ((Ppm__V1__Payment *)msg));
+    else if (d == &ppm__v1__audit_entry__descriptor)
+        s_json (gateway_audit_json ((Ppm__V1__AuditEntry *)msg));
+    else if (d == &ppm__v1__user_rates__descriptor)
+        s_json (gateway_user_rates_json ((Ppm__V1__UserRates *)msg));
+    else if (d == &ppm__v1__role_rates__descriptor)
+        s_json (gateway_role_rates_json ((Ppm__V1__RoleRates *)msg));
+    else if (d == &ppm__v1__status__descriptor) {
+        ppm_status_t *status = ppm_status_from_proto ((Ppm__V1__Status *)msg);
+        ppm_status_destroy (&status);
+    }
+}
+
+int
+LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
+{
+    if (size < 1)
+        return 0;
+    s_tenant_init ();
+    const ProtobufCMessageDescriptor *d = s_messages[data[0] % S_MESSAGES];
+    ProtobufCMessage *msg = protobuf_c_message_unpack (d, NULL, size - 1, data + 1);
+    if (!msg)
+        return 0;
+    size_t packed = protobuf_c_message_get_packed_size (msg);
+    uint8_t *buf = malloc (packed ? packed : 1);
+    assert (buf);
+    assert (protobuf_c_message_pack (msg, buf) == packed);
+    ProtobufCMessage *again = protobuf_c_message_unpack (d, NULL, packed, buf);
+    assert (again);
+    protobuf_c_message_free_unpacked (again, NULL);
+    free (buf);
+    s_check (d, msg);
+    protobuf_c_message_free_unpacked (msg, NULL);
+    return 0;
+}
