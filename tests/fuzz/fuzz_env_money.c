@@ -35,10 +35,12 @@ s_env (const char *text)
     bool flag = false;
     char *string = NULL;
     ppm_env_t tables[][2] = {
-        {{.name = S_NAME, .type = PPM_ENV_INT, .min = 10, .max = 60000, .out = &value}, {.name = NULL}},
+        {{.name = S_NAME, .type = PPM_ENV_INT, .min = 10, .max = 60000, .out = &value},
+         {.name = NULL}},
         {{.name = S_NAME, .type = PPM_ENV_INT, .out = &value}, {.name = NULL}},
         {{.name = S_NAME, .type = PPM_ENV_BOOL, .out = &flag}, {.name = NULL}},
-        {{.name = S_NAME, .type = PPM_ENV_DURATION, .min = 1, .max = 86400000, .out = &value}, {.name = NULL}},
+        {{.name = S_NAME, .type = PPM_ENV_DURATION, .min = 1, .max = 86400000, .out = &value},
+         {.name = NULL}},
         {{.name = S_NAME, .type = PPM_ENV_DURATION, .out = &value}, {.name = NULL}},
         {{.name = S_NAME, .type = PPM_ENV_STRING, .secret = true, .out = &string}, {.name = NULL}},
     };

@@ -41,90 +41,8 @@
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 
-/* Append only: a committed seed's first byte indexes this list. */
-static const ProtobufCMessageDescriptor *const s_messages[] = {
-    &ppm__v1__tenant__descriptor,
-    &ppm__v1__create_tenant_request__descriptor,
-    &ppm__v1__create_tenant_reply__descriptor,
-    &ppm__v1__list_tenants_request__descriptor,
-    &ppm__v1__list_tenants_reply__descriptor,
-    &ppm__v1__set_plan_request__descriptor,
-    &ppm__v1__set_plan_reply__descriptor,
-    &ppm__v1__settings__descriptor,
-    &ppm__v1__get_settings_request__descriptor,
-    &ppm__v1__put_settings_request__descriptor,
-    &ppm__v1__user_rates__descriptor,
-    &ppm__v1__get_user_rates_request__descriptor,
-    &ppm__v1__put_user_rates_request__descriptor,
-    &ppm__v1__put_rates_reply__descriptor,
-    &ppm__v1__list_user_rates_request__descriptor,
-    &ppm__v1__list_user_rates_reply__descriptor,
-    &ppm__v1__role_rates__descriptor,
-    &ppm__v1__get_role_rates_request__descriptor,
-    &ppm__v1__role_rates_list__descriptor,
-    &ppm__v1__put_role_rates_request__descriptor,
-    &ppm__v1__create_admin_key_request__descriptor,
-    &ppm__v1__create_admin_key_reply__descriptor,
-    &ppm__v1__revoke_admin_key_request__descriptor,
-    &ppm__v1__config_empty__descriptor,
-    &ppm__v1__verify_admin_key_request__descriptor,
-    &ppm__v1__verify_admin_key_reply__descriptor,
-    &ppm__v1__audit_entry__descriptor,
-    &ppm__v1__list_audit_request__descriptor,
-    &ppm__v1__list_audit_reply__descriptor,
-    &ppm__v1__get_secrets_request__descriptor,
-    &ppm__v1__secrets__descriptor,
-    &ppm__v1__get_user_token_secret_request__descriptor,
-    &ppm__v1__user_token_secret__descriptor,
-    &ppm__v1__get_snapshot_request__descriptor,
-    &ppm__v1__snapshot__descriptor,
-    &ppm__v1__list_revisions_request__descriptor,
-    &ppm__v1__tenant_revision__descriptor,
-    &ppm__v1__list_revisions_reply__descriptor,
-    &ppm__v1__config_changed__descriptor,
-    &ppm__v1__quote_request__descriptor,
-    &ppm__v1__quote_preset__descriptor,
-    &ppm__v1__quote__descriptor,
-    &ppm__v1__payment__descriptor,
-    &ppm__v1__checkout_request__descriptor,
-    &ppm__v1__checkout_reply__descriptor,
-    &ppm__v1__confirm_request__descriptor,
-    &ppm__v1__confirm_reply__descriptor,
-    &ppm__v1__settle_request__descriptor,
-    &ppm__v1__settle_reply__descriptor,
-    &ppm__v1__webhook_request__descriptor,
-    &ppm__v1__webhook_reply__descriptor,
-    &ppm__v1__get_payment_request__descriptor,
-    &ppm__v1__list_payments_request__descriptor,
-    &ppm__v1__list_payments_reply__descriptor,
-    &ppm__v1__session_totals_request__descriptor,
-    &ppm__v1__session_totals_reply__descriptor,
-    &ppm__v1__earnings_request__descriptor,
-    &ppm__v1__payee_earnings__descriptor,
-    &ppm__v1__earnings_reply__descriptor,
-    &ppm__v1__export_csv_request__descriptor,
-    &ppm__v1__export_csv_reply__descriptor,
-    &ppm__v1__reconcile_request__descriptor,
-    &ppm__v1__reconcile_reply__descriptor,
-    &ppm__v1__payment_event__descriptor,
-    &ppm__v1__session__descriptor,
-    &ppm__v1__create_request__descriptor,
-    &ppm__v1__fund_request__descriptor,
-    &ppm__v1__fund_reply__descriptor,
-    &ppm__v1__session_request__descriptor,
-    &ppm__v1__session_reply__descriptor,
-    &ppm__v1__end_request__descriptor,
-    &ppm__v1__end_reply__descriptor,
-    &ppm__v1__list_request__descriptor,
-    &ppm__v1__list_reply__descriptor,
-    &ppm__v1__rebuild_request__descriptor,
-    &ppm__v1__rebuild_reply__descriptor,
-    &ppm__v1__session_event__descriptor,
-    &ppm__v1__envelope__descriptor,
-    &ppm__v1__status__descriptor,
-    &ppm__v1__field_violation__descriptor,
-    &ppm__v1__money__descriptor,
-};
+#include "tests/fuzz/fuzz_proto_messages.h"
+
 #define S_MESSAGES (sizeof s_messages / sizeof s_messages[0])
 
 #define S_NOW_MS 1800000000000LL
@@ -152,8 +70,8 @@ s_tenant_init (void)
     assert (s_tenant);
     rate_user_t u = {.call = {300, true}, .chat = {0, false}};
     rate_tenant_set_user (s_tenant, "alice", u);
-    rate_tenant_add_role (s_tenant, "coach", (rate_amount_t){200, true},
-                          (rate_amount_t){80, true}, 1);
+    rate_tenant_add_role (s_tenant, "coach", (rate_amount_t){200, true}, (rate_amount_t){80, true},
+                          1);
     rate_tenant_add_role (s_tenant, "free", (rate_amount_t){0, true}, (rate_amount_t){0, true}, 9);
 }
 
@@ -187,16 +105,16 @@ s_check (const ProtobufCMessageDescriptor *d, ProtobufCMessage *msg)
         }
     } else if (d == &ppm__v1__quote_request__descriptor) {
         rate_quote_t quote;
-        s_status (rate_quote_build (s_tenant, (Ppm__V1__QuoteRequest *)msg, false, S_NOW_MS,
-                                    &quote));
+        s_status (
+            rate_quote_build (s_tenant, (Ppm__V1__QuoteRequest *)msg, false, S_NOW_MS, &quote));
     } else if (d == &ppm__v1__create_request__descriptor) {
         Ppm__V1__CreateRequest *req = (Ppm__V1__CreateRequest *)msg;
         ppm_status_t *status = metering_create_check (req, "t_1", S_NOW_MS);
         if (!status) {
             char buf[4096];
             const char *argv[64];
-            int argc = metering_create_fields (req, "t_1", S_NOW_MS, 60000, buf, sizeof buf, argv,
-                                               64);
+            int argc =
+                metering_create_fields (req, "t_1", S_NOW_MS, 60000, buf, sizeof buf, argv, 64);
             for (int i = 0; i < argc; i++)
                 assert (argv[i]);
         }
