@@ -1,5 +1,5 @@
 /*  gen_seeds: writes the seed corpora of fuzz_proto, fuzz_rpc, fuzz_jwt,
-    fuzz_gateway and fuzz_env_money under tests/fuzz/corpus/ — valid inputs
+    fuzz_gateway, fuzz_env_money and fuzz_events under tests/fuzz/corpus/ — valid inputs
     built with the project's own code (packed messages, envelopes, signed
     tokens) and near-valid ones (truncated, one field wrong). Run by
     tests/fuzz/gen-seeds.sh; the output is committed, so this only runs
@@ -127,6 +127,37 @@ s_envelope (const char *name, uint8_t prefix, Ppm__V1__Kind kind, uint32_t versi
     size_t size;
     uint8_t *buf = s_pack (prefix, &env.base, &size);
     s_write ("fuzz_rpc", name, buf, size);
+    free (buf);
+    free (payload_buf);
+}
+
+/* An event as a publisher sends it: topic length, topic, envelope. */
+static void
+s_event (const char *name, const char *topic, const char *event, const char *tenant,
+         Ppm__V1__Kind kind, const ProtobufCMessage *payload)
+{
+    Ppm__V1__Envelope env = PPM__V1__ENVELOPE__INIT;
+    env.version = 1;
+    env.kind = kind;
+    env.method = (char *)event;
+    env.tenant_id = (char *)tenant;
+    env.trace_id = "0123456789abcdef0123456789abcdef";
+    size_t payload_size = 0;
+    uint8_t *payload_buf = NULL;
+    if (payload) {
+        payload_buf = s_payload (payload, &payload_size);
+        env.payload.data = payload_buf;
+        env.payload.len = payload_size;
+    }
+    size_t topic_len = strlen (topic);
+    assert (topic_len < 0x80);
+    size_t packed = ppm__v1__envelope__get_packed_size (&env);
+    uint8_t *buf = malloc (1 + topic_len + packed);
+    assert (buf);
+    buf[0] = (uint8_t)topic_len;
+    memcpy (buf + 1, topic, topic_len);
+    ppm__v1__envelope__pack (&env, buf + 1 + topic_len);
+    s_write ("fuzz_events", name, buf, 1 + topic_len + packed);
     free (buf);
     free (payload_buf);
 }
@@ -277,6 +308,33 @@ main (int argc, char **argv)
     s_write ("fuzz_rpc", "broken_tail", broken, sizeof broken);
     ppm_status_proto_free (&status_proto);
     ppm_status_destroy (&status);
+
+    /* ---- events ---- */
+    const Ppm__V1__Kind evt = PPM__V1__KIND__KIND_EVENT;
+    Ppm__V1__ConfigChanged changed = PPM__V1__CONFIG_CHANGED__INIT;
+    changed.tenant_id = "t_1";
+    changed.revision = 43;
+    changed.what = "settings";
+    s_event ("config_changed", "config.changed.t_1", "config.changed", "t_1", evt, &changed.base);
+    Ppm__V1__SessionEvent session_event = PPM__V1__SESSION_EVENT__INIT;
+    session_event.session_id = sid;
+    session_event.tenant_id = "t_1";
+    session_event.event = "session.warning";
+    session_event.remaining_ms = 60000;
+    s_event ("session_warning", "session.warning.t_1", "session.warning", "t_1", evt,
+             &session_event.base);
+    Ppm__V1__PaymentEvent payment_event = PPM__V1__PAYMENT_EVENT__INIT;
+    payment_event.payment_id = "pay_0123456789";
+    payment_event.session_id = sid;
+    payment_event.amount = 3000;
+    payment_event.currency = "USD";
+    s_event ("payment_succeeded", "payment.succeeded.t_1", "payment.succeeded", "t_1", evt,
+             &payment_event.base);
+    s_event ("no_tenant", "config.changed", "config.changed", "", evt, &changed.base);
+    s_event ("wrong_topic", "session.warning.t_2", "session.warning", "t_1", evt,
+             &session_event.base);
+    s_event ("wrong_kind", "session.warning.t_1", "session.warning", "t_1", rep,
+             &session_event.base);
 
     /* ---- tokens ---- */
     const char *secret = "fuzz-user-token-secret-0123456789";
