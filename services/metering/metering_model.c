@@ -128,13 +128,19 @@ metering_snap_reset (metering_snap_t *snap, const char *session_id)
         snprintf (snap->session_id, sizeof snap->session_id, "%s", session_id);
 }
 
+/* Every number of a stored session is within ±2^46 (ms until the year
+   4199; minutes × 60000 and sums of three such values stay far from
+   int64_t's limits), so that a tampered or corrupt store gives an error
+   instead of signed overflow in the clock and billing arithmetic. */
+#define S_INT_LIMIT (1LL << 46)
+
 static int
 s_int (const char *value, int64_t *out)
 {
     char *end = NULL;
     errno = 0;
     long long v = strtoll (value, &end, 10);
-    if (errno || end == value || *end != '\0')
+    if (errno || end == value || *end != '\0' || v < -S_INT_LIMIT || v > S_INT_LIMIT)
         return -1;
     *out = v;
     return 0;
@@ -158,8 +164,9 @@ s_marks (metering_snap_t *snap, const char *value)
     const char *p = value;
     while (*p && snap->marks_count < METERING_MARKS_MAX) {
         char *end = NULL;
+        errno = 0;
         long long v = strtoll (p, &end, 10);
-        if (end == p)
+        if (end == p || errno || v < -S_INT_LIMIT || v > S_INT_LIMIT)
             return -1;
         snap->marks[snap->marks_count++] = v;
         p = *end == ',' ? end + 1 : end;
