@@ -1,9 +1,8 @@
 /*  gen_seeds: writes the seed corpora of fuzz_proto, fuzz_rpc, fuzz_jwt,
-    fuzz_gateway, fuzz_env_money and fuzz_events under tests/fuzz/corpus/ — valid inputs
-    built with the project's own code (packed messages, envelopes, signed
-    tokens) and near-valid ones (truncated, one field wrong). Run by
-    tests/fuzz/gen-seeds.sh; the output is committed, so this only runs
-    again when the seeds should change. Files are named seed_*; findings
+    fuzz_gateway, fuzz_env_money, fuzz_events and fuzz_metering_snap under tests/fuzz/corpus/ —
+   valid inputs built with the project's own code (packed messages, envelopes, signed tokens) and
+   near-valid ones (truncated, one field wrong). Run by tests/fuzz/gen-seeds.sh; the output is
+   committed, so this only runs again when the seeds should change. Files are named seed_*; findings
     kept as regression cases are named regress_* and are never touched.
 
         gen_seeds CORPUS_DIR
@@ -308,6 +307,26 @@ main (int argc, char **argv)
     s_write ("fuzz_rpc", "broken_tail", broken, sizeof broken);
     ppm_status_proto_free (&status_proto);
     ppm_status_destroy (&status);
+
+    /* ---- stored sessions: the hash fields metering writes at Create ---- */
+    char fields_buf[4096];
+    const char *fields[64];
+    int nf = metering_create_fields (&create, "t_1", S_NOW_MS, 60000, fields_buf, sizeof fields_buf,
+                                     fields, 64);
+    assert (nf > 0);
+    char lines[8192];
+    size_t used = 0;
+    for (int i = 0; i + 1 < nf; i += 2)
+        used += (size_t)snprintf (lines + used, sizeof lines - used, "%s=%s\n", fields[i],
+                                  fields[i + 1]);
+    s_write ("fuzz_metering_snap", "created", lines, used);
+    const char *active = "t=t_1\na=bob\nb=alice\nc=USD\nw=60,10\nk=1\ns=2\nq=5\no=1\nr=300\n"
+                         "g=30\nx=3600\nm=120\nf=600000\nT=60000\nM=3000\nu=1000\n"
+                         "v=1800000000000\nh=1800000000000\ny=0\ne=0\nn=0\nj=4\nZ=0\n";
+    s_write ("fuzz_metering_snap", "active", active, strlen (active));
+    const char *expired = "t=t_1\nc=JPY\ns=4\no=11\nr=50\ng=120\nf=60000\nM=50\nu=60000\n"
+                          "e=1800000000000\nn=4\nZ=0\np3k5m2q7x=1\n";
+    s_write ("fuzz_metering_snap", "expired", expired, strlen (expired));
 
     /* ---- events ---- */
     const Ppm__V1__Kind evt = PPM__V1__KIND__KIND_EVENT;
