@@ -190,7 +190,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     } else {
         zframe_t *routing_id = zframe_new ("\0fuzz", 5);
         assert (routing_id);
-        s_server_dispatch (s_fuzz_server, &routing_id, &body, frames);
+        s_server_dispatch (s_fuzz_server, &routing_id, &body, frames, ppm_clock_real_mono_us ());
         assert (routing_id == NULL);
         assert (zlistx_size (s_fuzz_server->calls) == 0);
     }
