@@ -446,6 +446,47 @@ test_redis_flushed_rebuilt (void **state)
     free (sid);
 }
 
+/* B13: Redis restarts (data kept) under a running session: the service
+   reconnects, the session keeps its deadline and expires exactly on it. */
+static void
+test_redis_restart_keeps_time (void **state)
+{
+    (void)state;
+    const char *restart = getenv ("PPM_TEST_REDIS_RESTART");
+    if (!restart)
+        skip ();
+    Ppm__V1__Quote q;
+    tk_quote (&q, true, NULL, 0, 0, 3600);
+    char *sid = tk_create (s_client, s_t3, &q, "u_payer8");
+    Ppm__V1__FundReply *fr = NULL;
+    assert_null (tk_fund (s_client, s_t3, sid, "pay_rr_1", 2, &fr));
+    int64_t expiry = fr->session->expires_at_ms;
+    protobuf_c_message_free_unpacked (&fr->base, NULL);
+    assert_int_equal (system (restart), 0);
+    /* Answers again once Redis is back (a call during the restart may
+       fail with UNAVAILABLE: the gateway then answers 503). */
+    Ppm__V1__SessionReply *r = NULL;
+    ppm_status_t *st = NULL;
+    for (int i = 0; i < 50; i++) {
+        st = tk_session (s_client, "metering.Get", s_t3, sid, NULL, NULL, 0, &r);
+        if (!st && r->session->last_heartbeat_ms > 0)
+            break;
+        if (r)
+            protobuf_c_message_free_unpacked (&r->base, NULL);
+        r = NULL;
+        ppm_status_destroy (&st);
+        zclock_sleep (50);
+    }
+    assert_non_null (r);
+    assert_int_equal (r->session->expires_at_ms, expiry);
+    protobuf_c_message_free_unpacked (&r->base, NULL);
+    s_wait_event (sid, "session.expired", 3000);
+    const tk_event_t *x = tk_find (&s_events, sid, "session.expired");
+    assert_non_null (x);
+    assert_int_equal (x->at_ms, expiry);
+    free (sid);
+}
+
 int
 main (void)
 {
@@ -457,6 +498,7 @@ main (void)
         cmocka_unit_test (test_bad_input_changes_nothing),
         cmocka_unit_test (test_free_session_and_limits),
         cmocka_unit_test (test_redis_flushed_rebuilt),
+        cmocka_unit_test (test_redis_restart_keeps_time),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }
