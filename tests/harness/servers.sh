@@ -66,7 +66,8 @@ cat > "$tmp/redis-restart.sh" <<SH
 redis-cli -p $redis_port shutdown nosave >/dev/null 2>&1 || true
 for i in \$(seq 50); do redis-cli -p $redis_port ping >/dev/null 2>&1 || break; sleep 0.1; done
 redis-server $tmp/redis/redis.conf --daemonize yes --pidfile $tmp/redis/redis.pid >/dev/null
-for i in \$(seq 100); do redis-cli -p $redis_port ping >/dev/null 2>&1 && exit 0; sleep 0.05; done
+# Up means PONG: while it replays its AOF, Redis answers LOADING instead.
+for i in \$(seq 600); do [ "\$(redis-cli -p $redis_port ping 2>/dev/null)" = PONG ] && exit 0; sleep 0.05; done
 exit 1
 SH
 chmod +x "$tmp/redis-restart.sh"
@@ -87,7 +88,7 @@ ${runas[*]} $pgbin/pg_ctl -D $tmp/pg -l $tmp/pglog/pg.log -o "$pg_opts" -m fast 
 SH
 chmod +x "$tmp/pg-restart.sh"
 
-for i in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+for i in $(seq 200); do [ "$(redis-cli -p "$redis_port" ping 2>/dev/null)" = PONG ] && break; sleep 0.05; done
 
 export PPM_TEST_TMP=$tmp
 export PPM_TEST_ROOT=$root
