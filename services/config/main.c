@@ -7,6 +7,7 @@
 #include "config_crypto.h"
 #include "config_server.h"
 #include "ppm_clock.h"
+#include "ppm_curve.h"
 #include "ppm_env.h"
 #include "ppm_log.h"
 #include "ppm_metrics.h"
@@ -46,7 +47,7 @@ main (int argc, char **argv)
     }
     ppm_log_init ("config");
     const char *error = NULL;
-    if (ppm_env_load (env, &error) || ppm_clock_init (&error)) {
+    if (ppm_env_load (env, &error) || ppm_clock_init (&error) || ppm_curve_init (&error)) {
         fprintf (stderr, "ppm-config: %s\n", error);
         return 1;
     }
@@ -98,6 +99,7 @@ main (int argc, char **argv)
     ppm_metrics_server_destroy (&metrics);
     ppm_log_info ("config: stopping");
     zactor_destroy (&server);
+    ppm_curve_shutdown ();
     ppm_env_free (env);
     return 0;
 }
