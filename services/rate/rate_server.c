@@ -540,6 +540,13 @@ s_self_new (zsock_t *pipe, rate_server_args_t *args)
     self->reloads =
         ppm_metrics_counter (metrics, "ppm_rate_cache_reloads_total", "tenant reloads", "reason");
     ppm_gauge_set (self->tenants, (double)rate_cache_size (self->cache));
+    /* The closed label sets exist from the start, at 0. */
+    static const char *const results[] = {"paid", "free", "error"};
+    static const char *const reasons[] = {"start", "event", "poll"};
+    for (size_t i = 0; i < 3; i++) {
+        ppm_counter_inc (self->quotes, 0, results[i]);
+        ppm_counter_inc (self->reloads, 0, reasons[i]);
+    }
     zloop_timer (self->loop, 1000, 0, s_on_flush_timer, self);
     zlistx_set_duplicator (self->queue, (czmq_duplicator *)strdup);
     zlistx_set_destructor (self->queue, (czmq_destructor *)zstr_free);
