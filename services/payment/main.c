@@ -4,6 +4,7 @@
 #include <czmq.h>
 #include <stdio.h>
 #include "ppm_clock.h"
+#include "ppm_curve.h"
 #include "ppm_env.h"
 #include "ppm_log.h"
 #include "ppm_metrics.h"
@@ -66,7 +67,7 @@ main (int argc, char **argv)
     }
     ppm_log_init ("payment");
     const char *error = NULL;
-    if (ppm_env_load (env, &error) || ppm_clock_init (&error)) {
+    if (ppm_env_load (env, &error) || ppm_clock_init (&error) || ppm_curve_init (&error)) {
         fprintf (stderr, "ppm-payment: %s\n", error);
         return 1;
     }
@@ -98,6 +99,7 @@ main (int argc, char **argv)
     ppm_metrics_server_destroy (&metrics);
     ppm_log_info ("payment: stopping");
     zactor_destroy (&server);
+    ppm_curve_shutdown ();
     ppm_env_free (env);
     return 0;
 }

@@ -831,6 +831,13 @@ s_checkout_reply (s_checkout_t *c)
     reply.checkout_url = c->row.checkout_url;
     reply.publishable_key = c->snapshot.publishable_key;
     reply.stripe_payment_intent = c->row.payment_intent;
+    /* Stripe's answer arrives outside the call: log under its trace id. */
+    ppm_rpc_call_log_context (c->call);
+    char amount[32];
+    snprintf (amount, sizeof amount, "%lld", (long long)c->row.amount);
+    ppm_log_kv (PPM_LOG_INFO, "checkout", "payment_id", c->row.payment_id, "session_id",
+                c->row.session_id, "amount", amount, "currency", c->row.currency, "state",
+                payment_state_name (c->row.state), PPM_LOG_END);
     ppm_rpc_call_reply (&c->call, &reply.base);
     s_checkout_free (&c);
 }
