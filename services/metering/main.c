@@ -8,6 +8,7 @@
 
 #include "metering_server.h"
 #include "ppm_clock.h"
+#include "ppm_curve.h"
 #include "ppm_env.h"
 #include "ppm_log.h"
 #include "ppm_metrics.h"
@@ -56,7 +57,7 @@ main (int argc, char **argv)
     }
     ppm_log_init ("metering");
     const char *error = NULL;
-    if (ppm_env_load (env, &error) || ppm_clock_init (&error)) {
+    if (ppm_env_load (env, &error) || ppm_clock_init (&error) || ppm_curve_init (&error)) {
         fprintf (stderr, "ppm-metering: %s\n", error);
         return 1;
     }
@@ -98,6 +99,7 @@ main (int argc, char **argv)
     }
     free (port);
     zactor_destroy (&actor);
+    ppm_curve_shutdown ();
     ppm_env_free (env);
     return rc;
 }

@@ -122,6 +122,10 @@ s_publish (self_t *self, const metering_snap_t *snap, const metering_event_t *ev
     msg.reason = (char *)ev->reason;
     if (ppm_events_publish (self->pub, ev->name, snap->tenant, &msg.base))
         ppm_log_warn ("metering: could not publish %s", ev->name);
+    /* One line per session event, under the trace id of the call that
+       caused it (none for the tick's own transitions). */
+    ppm_log_kv (PPM_LOG_INFO, ev->name, "session_id", snap->session_id, "reason", ev->reason,
+                PPM_LOG_END);
     if (streq (ev->name, "session.active") && !streq (ev->reason, "reopened"))
         ppm_counter_inc (self->m.started, 1, metering_kind_name (snap->kind));
     else if (streq (ev->name, "session.expired"))
