@@ -14,6 +14,7 @@
 #include "gateway_json.h"
 #include "gateway_router.h"
 
+#include <ctype.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include "ppm_events.h"
 #include "ppm_jwt.h"
 #include "ppm_log.h"
+#include "ppm_metrics.h"
 #include "ppm_rpc.h"
 
 #define S_ID_MAX 128
@@ -194,39 +196,45 @@ static void s_dispatch (s_self_t *self, s_ctx_t *ctx);
 static const double s_buckets[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
 #define S_BUCKETS (sizeof s_buckets / sizeof s_buckets[0])
 
-typedef struct {
-    uint64_t counts[S_BUCKETS]; /* non-cumulative; made cumulative when written */
-    uint64_t total;
-    double sum;
-} s_latency_t;
+/* The gateway's metrics in the process registry (docs/METRICS.md), which
+   /metrics renders with ppm_rpc's and the process metrics. */
+static ppm_counter_t *s_m_requests;
+static ppm_histogram_t *s_m_duration;
+static ppm_gauge_t *s_m_sse;
 
-/* Counts one answer of route with status, and its latency. */
 static void
-s_count (s_self_t *self, const char *route, int status, gateway_req_t *req)
+s_metrics_register (void)
 {
-    char key[160];
-    snprintf (key, sizeof key, "%s|%d", route, status);
-    uint64_t *n = zhashx_lookup (self->counters, key);
-    if (!n) {
-        n = calloc (1, sizeof *n);
-        zhashx_insert (self->counters, key, n);
-    }
-    (*n)++;
+    ppm_metrics_t *reg = ppm_metrics_global ();
+    s_m_requests =
+        ppm_metrics_counter (reg, "ppm_http_requests_total",
+                             "HTTP requests by route pattern and status", "route,status");
+    s_m_duration = ppm_metrics_histogram (reg, "ppm_http_request_duration_seconds", "HTTP latency",
+                                          "route", s_buckets, S_BUCKETS);
+    s_m_sse = ppm_metrics_gauge (reg, "ppm_sse_clients", "open event streams", NULL);
+}
+
+/* Counts one answer of route with status, and its latency; logs it (one
+   line per request, with the request's trace id) unless it is a probe or
+   a scrape. */
+static void
+s_count (s_self_t *self, const char *route, int status, gateway_req_t *req, const char *trace_id)
+{
+    (void)self;
+    char code[8];
+    snprintf (code, sizeof code, "%d", status);
+    ppm_counter_inc (s_m_requests, 1, route, code);
     if (!req)
         return;
     double seconds = (double)(ppm_clock_real_mono_us () - gateway_req_started_us (req)) / 1e6;
-    s_latency_t *l = zhashx_lookup (self->latency, route);
-    if (!l) {
-        l = calloc (1, sizeof *l);
-        zhashx_insert (self->latency, route, l);
-    }
-    for (size_t i = 0; i < S_BUCKETS; i++)
-        if (seconds <= s_buckets[i]) {
-            l->counts[i]++;
-            break;
-        }
-    l->total++;
-    l->sum += seconds;
+    ppm_histogram_observe (s_m_duration, seconds, route);
+    if (streq (route, "/metrics") || streq (route, "/healthz") || streq (route, "/readyz"))
+        return;
+    char ms[32];
+    snprintf (ms, sizeof ms, "%.3f", seconds * 1000.0);
+    ppm_log_context (trace_id, ppm_log_tenant_id ());
+    ppm_log_kv (PPM_LOG_INFO, "http request", "method", gateway_req_method (req), "route", route,
+                "status", code, "duration_ms", ms, PPM_LOG_END);
 }
 
 /* ---- answering --------------------------------------------------------- */
@@ -267,7 +275,7 @@ static void
 s_reply_json (s_ctx_t *ctx, int status, json_t *json)
 {
     s_cors (ctx);
-    s_count (ctx->self, s_route_label (ctx), status, ctx->req);
+    s_count (ctx->self, s_route_label (ctx), status, ctx->req, ctx->trace_id);
     gateway_req_respond_json (&ctx->req, status, json);
     s_ctx_destroy (&ctx);
 }
@@ -280,13 +288,14 @@ s_reply_status (s_ctx_t *ctx, const ppm_status_t *status)
         (code == PPM_UNAUTHENTICATED || code == PPM_INVALID_ARGUMENT)) {
         /* Stripe is told 400 for a webhook payment refuses (bad signature,
            not an event): PROTOCOL.md "payment.Webhook" */
-        s_count (ctx->self, s_route_label (ctx), 400, ctx->req);
+        s_count (ctx->self, s_route_label (ctx), 400, ctx->req, ctx->trace_id);
         gateway_req_respond_json (&ctx->req, 400, gateway_error_json (status));
         s_ctx_destroy (&ctx);
         return;
     }
     s_cors (ctx);
-    s_count (ctx->self, s_route_label (ctx), gateway_http_status_for (status), ctx->req);
+    s_count (ctx->self, s_route_label (ctx), gateway_http_status_for (status), ctx->req,
+             ctx->trace_id);
     gateway_req_respond_status (&ctx->req, status);
     s_ctx_destroy (&ctx);
 }
@@ -804,7 +813,7 @@ s_csv_reply (s_self_t *self, s_ctx_t *ctx, ProtobufCMessage *msg)
                             "attachment; filename=\"payments.csv\"");
     if (reply->next_cursor && *reply->next_cursor && strlen (reply->next_cursor) < 512)
         gateway_req_add_header (ctx->req, "X-Next-Cursor", reply->next_cursor);
-    s_count (self, s_route_label (ctx), 200, ctx->req);
+    s_count (self, s_route_label (ctx), 200, ctx->req, ctx->trace_id);
     gateway_req_respond (&ctx->req, 200, "text/csv; charset=utf-8", (const char *)reply->csv.data,
                          reply->csv.len);
     protobuf_c_message_free_unpacked (msg, NULL);
@@ -979,7 +988,7 @@ s_quote (s_self_t *self, s_ctx_t *ctx)
         s_quote_entry_t *entry = zhashx_lookup (self->quote_cache, key);
         if (entry && entry->expires_us > ppm_clock_real_mono_us () && entry->json) {
             s_cors (ctx);
-            s_count (self, s_route_label (ctx), 200, ctx->req);
+            s_count (self, s_route_label (ctx), 200, ctx->req, ctx->trace_id);
             gateway_req_respond (&ctx->req, 200, "application/json", entry->json,
                                  strlen (entry->json));
             s_ctx_destroy (&ctx);
@@ -1383,7 +1392,7 @@ s_events_start (s_self_t *self, s_ctx_t *ctx)
     stream->is_payer = strcmp (ctx->party, "payer") == 0;
     s_stream_apply_session (stream, reply->session);
     s_cors (ctx);
-    s_count (self, s_route_label (ctx), 200, ctx->req);
+    s_count (self, s_route_label (ctx), 200, ctx->req, ctx->trace_id);
     stream->req = ctx->req;
     ctx->req = NULL;
     gateway_req_stream_start (stream->req);
@@ -1589,53 +1598,14 @@ s_session_step (s_self_t *self, s_ctx_t *ctx)
 static void
 s_metrics (s_self_t *self, s_ctx_t *ctx)
 {
-    zchunk_t *out = zchunk_new (NULL, 4096);
-    zchunk_extend (out, "# TYPE ppm_http_requests_total counter\n", 39);
-    for (uint64_t *n = zhashx_first (self->counters); n; n = zhashx_next (self->counters)) {
-        const char *key = zhashx_cursor (self->counters);
-        const char *bar = strrchr (key, '|');
-        char line[256];
-        int len =
-            snprintf (line, sizeof line,
-                      "ppm_http_requests_total{service=\"gateway\",route=\"%.*s\",status=\"%s\"} "
-                      "%llu\n",
-                      (int)(bar - key), key, bar + 1, (unsigned long long)*n);
-        zchunk_extend (out, line, len < (int)sizeof line ? (size_t)len : sizeof line - 1);
+    ppm_gauge_set (s_m_sse, (double)zlistx_size (self->streams));
+    char *text = ppm_metrics_render (ppm_metrics_global ());
+    if (!text) {
+        s_reply_error (ctx, PPM_INTERNAL, "out of memory");
+        return;
     }
-    zchunk_extend (out, "# TYPE ppm_http_request_duration_seconds histogram\n", 51);
-    for (s_latency_t *l = zhashx_first (self->latency); l; l = zhashx_next (self->latency)) {
-        const char *route = zhashx_cursor (self->latency);
-        uint64_t cumulative = 0;
-        char row[1024];
-        int n;
-        for (size_t i = 0; i < S_BUCKETS; i++) {
-            cumulative += l->counts[i];
-            n = snprintf (
-                row, sizeof row,
-                "ppm_http_request_duration_seconds_bucket{service=\"gateway\",route=\"%s\","
-                "le=\"%g\"} %llu\n",
-                route, s_buckets[i], (unsigned long long)cumulative);
-            zchunk_extend (out, row, n < (int)sizeof row ? (size_t)n : sizeof row - 1);
-        }
-        n = snprintf (
-            row, sizeof row,
-            "ppm_http_request_duration_seconds_bucket{service=\"gateway\",route=\"%s\","
-            "le=\"+Inf\"} %llu\n"
-            "ppm_http_request_duration_seconds_sum{service=\"gateway\",route=\"%s\"} %.6f\n"
-            "ppm_http_request_duration_seconds_count{service=\"gateway\",route=\"%s\"} "
-            "%llu\n",
-            route, (unsigned long long)l->total, route, l->sum, route,
-            (unsigned long long)l->total);
-        zchunk_extend (out, row, n < (int)sizeof row ? (size_t)n : sizeof row - 1);
-    }
-    char line[160];
-    int len = snprintf (line, sizeof line,
-                        "# TYPE ppm_sse_clients gauge\nppm_sse_clients{service=\"gateway\"} %zu\n",
-                        zlistx_size (self->streams));
-    zchunk_extend (out, line, (size_t)len);
-    gateway_req_respond (&ctx->req, 200, "text/plain; version=0.0.4",
-                         (const char *)zchunk_data (out), zchunk_size (out));
-    zchunk_destroy (&out);
+    gateway_req_respond (&ctx->req, 200, "text/plain; version=0.0.4", text, strlen (text));
+    free (text);
     s_ctx_destroy (&ctx);
 }
 
@@ -1818,6 +1788,36 @@ s_dispatch (s_self_t *self, s_ctx_t *ctx)
     }
 }
 
+/* The request's trace id: the trace-id part of a W3C `traceparent`
+   header ("00-<32 hex>-<16 hex>-<2 hex>"), else an `X-Request-Id` of 1 to
+   32 characters [A-Za-z0-9_.-], else a fresh one. It is returned in
+   X-Trace-Id and X-Request-Id and carried by every RPC the request makes. */
+static void
+s_trace_of (gateway_req_t *req, char out[33])
+{
+    const char *tp = gateway_req_header (req, "traceparent");
+    if (tp && strlen (tp) >= 35 && tp[2] == '-' && tp[35] == '-') {
+        bool ok = true;
+        for (int i = 3; i < 35 && ok; i++)
+            ok = isxdigit ((unsigned char)tp[i]) != 0;
+        if (ok) {
+            for (int i = 0; i < 32; i++)
+                out[i] = (char)tolower ((unsigned char)tp[3 + i]);
+            out[32] = '\0';
+            if (strspn (out, "0") != 32)
+                return;
+        }
+    }
+    const char *rid = gateway_req_header (req, "X-Request-Id");
+    size_t len = rid ? strlen (rid) : 0;
+    if (len >= 1 && len <= 32 &&
+        strspn (rid, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == len) {
+        memcpy (out, rid, len + 1);
+        return;
+    }
+    ppm_rpc_new_trace_id (out);
+}
+
 /* A new request from the HTTP threads (metrics_only: from the health and
    metrics listener, which serves nothing else). */
 static void
@@ -1827,8 +1827,9 @@ s_accept (s_self_t *self, gateway_req_t *req, bool metrics_only)
     ctx->self = self;
     ctx->req = req;
     self->inflight++;
-    ppm_rpc_new_trace_id (ctx->trace_id);
+    s_trace_of (req, ctx->trace_id);
     gateway_req_add_header (req, "X-Trace-Id", ctx->trace_id);
+    gateway_req_add_header (req, "X-Request-Id", ctx->trace_id);
     const char *method = gateway_req_method (req);
     const char *path = gateway_req_path (req);
     if (strcmp (method, "OPTIONS") == 0) {
@@ -1859,7 +1860,7 @@ s_accept (s_self_t *self, gateway_req_t *req, bool metrics_only)
         if (ctx->match.path_known) {
             gateway_req_add_header (req, "Allow", "GET, POST, PUT, OPTIONS");
             s_cors (ctx);
-            s_count (self, "unmatched", 405, ctx->req);
+            s_count (self, "unmatched", 405, ctx->req, ctx->trace_id);
             json_t *body = json_pack ("{s:{s:s, s:s, s:[]}}", "error", "code", "INVALID_ARGUMENT",
                                       "message", "method not allowed", "fields");
             gateway_req_respond_json (&ctx->req, 405, body);
@@ -2009,6 +2010,7 @@ gateway_server_actor (zsock_t *pipe, void *args)
         .stream_max = 256 * 1024,
         .web_root = self->config.web_root,
         .log = s_http_log};
+    s_metrics_register ();
     self->loop = zloop_new ();
     self->http = gateway_http_new (&http);
     bool metrics_ok = true;

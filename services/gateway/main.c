@@ -6,6 +6,7 @@
 
 #include "gateway_server.h"
 #include "ppm_clock.h"
+#include "ppm_curve.h"
 #include "ppm_env.h"
 #include "ppm_log.h"
 
@@ -85,7 +86,7 @@ main (int argc, char **argv)
     }
     ppm_log_init ("gateway");
     const char *error = NULL;
-    if (ppm_env_load (env, &error) || ppm_clock_init (&error)) {
+    if (ppm_env_load (env, &error) || ppm_clock_init (&error) || ppm_curve_init (&error)) {
         fprintf (stderr, "ppm-gateway: %s\n", error);
         return 1;
     }
@@ -131,6 +132,7 @@ main (int argc, char **argv)
     }
     free (port);
     zactor_destroy (&actor);
+    ppm_curve_shutdown ();
     ppm_env_free (env);
     return rc;
 }
