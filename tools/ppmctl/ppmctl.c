@@ -21,13 +21,20 @@
       sessions rebuild [--tenant T]        (PPM_METERING_ENDPOINT)
       sessions list --tenant T [--state S] [--limit N] [--cursor C]
       sessions get --tenant T SESSION_ID
+      curve-keygen                         a CURVE key pair (Z85), for PPM_CURVE_* keys
+      trace TRACE_ID [--logs DIR]          a request's path across the services' JSON logs
+
+    With PPM_CURVE=on, ppmctl is a CURVE client like any service
+    (PPM_CURVE_SECRET_KEY, PPM_CURVE_SERVER_KEY; see ppm_curve.h).
 */
 #include <czmq.h>
+#include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "ppm_clock.h"
+#include "ppm_curve.h"
 #include "ppm_jwt.h"
 #include "ppm_log.h"
 #include "ppm_rpc.h"
@@ -763,6 +770,161 @@ s_cmd_sessions (const s_cli_t *cli)
     return rc;
 }
 
+static const char *s_help_curve_keygen =
+    "ppmctl curve-keygen\n"
+    "    prints a fresh CURVE key pair in Z85, as two lines:\n"
+    "      public: <40 characters>\n      secret: <40 characters>\n"
+    "    (with --json one object). The server pair's secret goes in\n"
+    "    PPM_CURVE_SERVER_SECRET_KEY (and its public half in PPM_CURVE_SERVER_KEY\n"
+    "    of clients); each process's own secret in PPM_CURVE_SECRET_KEY and its\n"
+    "    public half in the servers' PPM_CURVE_CLIENT_KEYS.\n";
+
+static int
+s_cmd_curve_keygen (const s_cli_t *cli)
+{
+    if (cli->help) {
+        fputs (s_help_curve_keygen, stdout);
+        return 0;
+    }
+    char pub[41], sec[41];
+    if (ppm_curve_keypair (pub, sec)) {
+        fprintf (stderr, "ppmctl: could not make a key pair (libzmq without CURVE?)\n");
+        return 1;
+    }
+    if (cli->json)
+        printf ("{\"public\":\"%s\",\"secret\":\"%s\"}\n", pub, sec);
+    else
+        printf ("public: %s\nsecret: %s\n", pub, sec);
+    memset (sec, 0, sizeof sec);
+    return 0;
+}
+
+static const char *s_help_trace =
+    "ppmctl trace TRACE_ID [--logs DIR]\n"
+    "    the path of one request across the services: every line with this\n"
+    "    trace_id in the JSON log files (*.log) of DIR (default run/logs, where\n"
+    "    make run writes them), in time order, as\n"
+    "      <ts> <service> <level> <msg> [key=value …]\n"
+    "    The trace id is the X-Trace-Id (or X-Request-Id) header of the\n"
+    "    gateway's answer. Exits 1 when no line matches.\n";
+
+typedef struct {
+    char *ts;   /* ISO 8601 UTC with milliseconds: sorts as text */
+    char *line; /* printed form */
+    size_t seq; /* reading order, to keep equal times stable */
+} s_trace_line_t;
+
+static int
+s_trace_cmp (const void *a, const void *b)
+{
+    const s_trace_line_t *x = a, *y = b;
+    int c = strcmp (x->ts, y->ts);
+    if (c)
+        return c;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Reads one log file, appending the lines of trace_id to *lines. */
+static void
+s_trace_file (const char *path, const char *trace_id, s_trace_line_t **lines, size_t *count,
+              size_t *size)
+{
+    FILE *file = fopen (path, "r");
+    if (!file)
+        return;
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while ((len = getline (&buf, &cap, file)) > 0) {
+        if (!strstr (buf, trace_id))
+            continue; /* cheap filter before parsing */
+        json_t *obj = json_loadb (buf, (size_t)len, 0, NULL);
+        const char *id = json_string_value (json_object_get (obj, "trace_id"));
+        if (!obj || !id || strcmp (id, trace_id) != 0) {
+            json_decref (obj);
+            continue;
+        }
+        const char *ts = json_string_value (json_object_get (obj, "ts"));
+        const char *service = json_string_value (json_object_get (obj, "service"));
+        const char *level = json_string_value (json_object_get (obj, "level"));
+        const char *msg = json_string_value (json_object_get (obj, "msg"));
+        char *out = NULL;
+        size_t out_size = 0;
+        FILE *mem = open_memstream (&out, &out_size);
+        fprintf (mem, "%s %-9s %-5s %s", ts ? ts : "?", service ? service : "?",
+                 level ? level : "?", msg ? msg : "");
+        const char *key;
+        json_t *value;
+        json_object_foreach (obj, key, value)
+        {
+            if (streq (key, "ts") || streq (key, "service") || streq (key, "level") ||
+                streq (key, "msg") || streq (key, "trace_id"))
+                continue;
+            if (json_is_string (value))
+                fprintf (mem, " %s=%s", key, json_string_value (value));
+            else {
+                char *text = json_dumps (value, JSON_COMPACT | JSON_ENCODE_ANY);
+                fprintf (mem, " %s=%s", key, text ? text : "?");
+                free (text);
+            }
+        }
+        fclose (mem);
+        if (*count == *size) {
+            *size = *size ? *size * 2 : 64;
+            *lines = realloc (*lines, *size * sizeof **lines);
+            assert (*lines);
+        }
+        (*lines)[*count] = (s_trace_line_t){strdup (ts ? ts : ""), out, *count};
+        (*count)++;
+        json_decref (obj);
+    }
+    free (buf);
+    fclose (file);
+}
+
+static int
+s_cmd_trace (const s_cli_t *cli)
+{
+    if (cli->help) {
+        fputs (s_help_trace, stdout);
+        return 0;
+    }
+    if (cli->nargs != 1 || !*cli->args[0] || strlen (cli->args[0]) > 64)
+        return s_usage_error ("trace takes one TRACE_ID%s", NULL);
+    const char *trace_id = cli->args[0];
+    const char *dir = s_opt (cli, "--logs") ? s_opt (cli, "--logs") : "run/logs";
+    DIR *d = opendir (dir);
+    if (!d) {
+        fprintf (stderr, "ppmctl: --logs %s: cannot open the directory\n", dir);
+        return 2;
+    }
+    s_trace_line_t *lines = NULL;
+    size_t count = 0, size = 0;
+    struct dirent *entry;
+    while ((entry = readdir (d))) {
+        size_t n = strlen (entry->d_name);
+        if (n < 5 || strcmp (entry->d_name + n - 4, ".log") != 0)
+            continue;
+        char path[4096];
+        snprintf (path, sizeof path, "%s/%s", dir, entry->d_name);
+        s_trace_file (path, trace_id, &lines, &count, &size);
+    }
+    closedir (d);
+    if (count > 1)
+        qsort (lines, count, sizeof *lines, s_trace_cmp);
+    for (size_t i = 0; i < count; i++) {
+        puts (lines[i].line);
+        free (lines[i].ts);
+        free (lines[i].line);
+    }
+    free (lines);
+    if (count == 0) {
+        fprintf (stderr, "ppmctl: no log line with trace_id %s in %s\n", trace_id, dir);
+        return 1;
+    }
+    return 0;
+}
+
 static const char *s_help_main =
     "ppmctl: the ppm operator's command line\n\n"
     "usage: ppmctl [--json] [--timeout MS] COMMAND [SUBCOMMAND] [ARGS] [--help]\n\n"
@@ -774,7 +936,9 @@ static const char *s_help_main =
     "  quote                            what a payer would pay a payee\n"
     "  user-token                       mint a user token (HS256 JWT)\n"
     "  audit                            a tenant's audit log\n"
-    "  sessions rebuild|list|get        metering sessions (rebuild Redis from PostgreSQL)\n\n"
+    "  sessions rebuild|list|get        metering sessions (rebuild Redis from PostgreSQL)\n"
+    "  curve-keygen                     a CURVE key pair (Z85)\n"
+    "  trace TRACE_ID [--logs DIR]      a request's path across the services' logs\n\n"
     "environment: PPM_CONFIG_ENDPOINT (default tcp://127.0.0.1:7101),\n"
     "             PPM_RATE_ENDPOINT (default tcp://127.0.0.1:7111), PPM_TENANT\n"
     "exit status: 0 done, 1 refused by the service (errors printed per field), 2 usage\n";
@@ -819,6 +983,25 @@ main (int argc, char **argv)
     if (!cli.cmd) {
         fputs (s_help_main, cli.help ? stdout : stderr);
         return cli.help ? 0 : 2;
+    }
+    /* Local commands need no service (nor CURVE configuration). */
+    if (streq (cli.cmd, "curve-keygen"))
+        return s_cmd_curve_keygen (&cli);
+    if (streq (cli.cmd, "trace"))
+        return s_cmd_trace (&cli);
+    /* ppmctl is only a client: with the server secret at hand (make run
+       exports one environment) it uses the public half and serves nothing. */
+    const char *server_secret = getenv ("PPM_CURVE_SERVER_SECRET_KEY");
+    if (server_secret && *server_secret) {
+        char server_public[41];
+        if (ppm_curve_public_of (server_secret, server_public) == 0)
+            setenv ("PPM_CURVE_SERVER_KEY", server_public, 1);
+        unsetenv ("PPM_CURVE_SERVER_SECRET_KEY");
+    }
+    const char *curve_error = NULL;
+    if (ppm_curve_init (&curve_error)) {
+        fprintf (stderr, "ppmctl: %s\n", curve_error);
+        return 2;
     }
     if (streq (cli.cmd, "tenant"))
         return s_cmd_tenant (&cli);
