@@ -69,10 +69,23 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-start() { # name command… (environment already exported)
-    local name=$1
+# With PPM_CURVE=on, a process's own CURVE secret may be given as
+# PPM_CURVE_SECRET_KEY_<NAME> (CONFIG, RATE, PAYMENT, METERING, GATEWAY,
+# PPMCTL); otherwise PPM_CURVE_SECRET_KEY is shared.
+own_key() { # name -> that process's own key, or nothing
+    local var="PPM_CURVE_SECRET_KEY_${1^^}"
+    var=${var//-/_}
+    printf '%s' "${!var:-}"
+}
+start() { # name command… (environment already exported; logs in run/logs/<name>.log)
+    local name=$1 key
     shift
-    "$@" >>"$run/logs/$name.log" 2>&1 &
+    key=$(own_key "$name")
+    if [ -n "$key" ]; then
+        PPM_CURVE_SECRET_KEY=$key "$@" >>"$run/logs/$name.log" 2>&1 &
+    else
+        "$@" >>"$run/logs/$name.log" 2>&1 &
+    fi
     pids+=($!)
     names+=("$name")
 }
@@ -164,7 +177,11 @@ wait_tcp "$gateway_port" gateway
 gateway_url=http://127.0.0.1:$gateway_port
 
 # --- the demo tenant (once; kept in run/demo.env) --------------------------------
-ppmctl() { "$bin/ppmctl" "$@"; }
+ppmctl() {
+    local key
+    key=$(own_key ppmctl)
+    if [ -n "$key" ]; then PPM_CURVE_SECRET_KEY=$key "$bin/ppmctl" "$@"; else "$bin/ppmctl" "$@"; fi
+}
 if [ ! -f "$run/demo.env" ]; then
     say "creating the demo tenant"
     created=$(ppmctl tenant create "Demo platform" --plan pro --json) ||
