@@ -153,9 +153,7 @@ struct _s_self_t {
     zhashx_t *quote_cache;  /* tenant|payee|kind → s_quote_entry_t */
     zlistx_t *streams;      /* s_stream_t * */
     uint64_t next_stream_id;
-    zhashx_t *counters; /* "route|status" → uint64_t * */
-    zhashx_t *latency;  /* route → s_latency_t * */
-    uint64_t inflight;  /* requests being handled */
+    uint64_t inflight; /* requests being handled */
     bool stopping;
 };
 
@@ -2037,10 +2035,6 @@ gateway_server_actor (zsock_t *pipe, void *args)
     zhashx_set_destructor (self->roles_seen, s_free_plain);
     self->quote_cache = zhashx_new ();
     zhashx_set_destructor (self->quote_cache, s_free_quote);
-    self->counters = zhashx_new ();
-    zhashx_set_destructor (self->counters, s_free_plain);
-    self->latency = zhashx_new ();
-    zhashx_set_destructor (self->latency, s_free_plain);
     self->streams = zlistx_new ();
     bool ok = self->http && metrics_ok && self->config_rpc && self->rate_rpc && self->payment_rpc &&
               self->metering_rpc &&
@@ -2098,8 +2092,6 @@ gateway_server_actor (zsock_t *pipe, void *args)
     zhashx_destroy (&self->secret_cache);
     zhashx_destroy (&self->quote_cache);
     zhashx_destroy (&self->roles_seen);
-    zhashx_destroy (&self->counters);
-    zhashx_destroy (&self->latency);
     zloop_destroy (&self->loop);
     free (self);
     /* OpenSSL's per-thread state of this thread (HMAC, SHA-256) */
