@@ -63,6 +63,7 @@ typedef struct {
     ppm_histogram_t *lateness; /* ppm_tick_lateness_seconds */
     ppm_gauge_t *leases;       /* ppm_bucket_leases_held */
     ppm_gauge_t *pending;      /* ppm_usage_reports_pending */
+    ppm_gauge_t *active;       /* ppm_sessions_active (this replica's view) */
 } s_metrics_t;
 
 typedef struct {
@@ -126,6 +127,15 @@ s_publish (self_t *self, const metering_snap_t *snap, const metering_event_t *ev
        caused it (none for the tick's own transitions). */
     ppm_log_kv (PPM_LOG_INFO, ev->name, "session_id", snap->session_id, "reason", ev->reason,
                 PPM_LOG_END);
+    /* Active or paused, as this replica saw the transitions it made (sum
+       over replicas; a restart starts from 0, never below). */
+    if (streq (ev->name, "session.active"))
+        ppm_gauge_add (self->m.active, 1);
+    else if ((streq (ev->name, "session.expired") ||
+              (streq (ev->name, "session.ended") && !streq (ev->reason, "expired") &&
+               snap->funded_ms > 0)) &&
+             ppm_gauge_value (self->m.active) >= 1)
+        ppm_gauge_add (self->m.active, -1);
     if (streq (ev->name, "session.active") && !streq (ev->reason, "reopened"))
         ppm_counter_inc (self->m.started, 1, metering_kind_name (snap->kind));
     else if (streq (ev->name, "session.expired"))
@@ -1185,6 +1195,14 @@ s_metrics_init (s_metrics_t *m)
         ppm_metrics_gauge (reg, "ppm_bucket_leases_held", "Tick buckets this replica holds", NULL);
     m->pending = ppm_metrics_gauge (reg, "ppm_usage_reports_pending",
                                     "Settlements not yet acknowledged by payment", NULL);
+    m->active = ppm_metrics_gauge (reg, "ppm_sessions_active", "Sessions active or paused", NULL);
+    /* The closed label sets exist from the start, at 0. */
+    static const char *const kinds[] = {"chat", "call"};
+    static const char *const bys[] = {"payer", "payee", "platform", "ttl"};
+    for (size_t i = 0; i < 2; i++)
+        ppm_counter_inc (m->started, 0, kinds[i]);
+    for (size_t i = 0; i < 4; i++)
+        ppm_counter_inc (m->ended, 0, bys[i]);
 }
 
 static int
