@@ -488,7 +488,7 @@ s_fakes_actor (zsock_t *pipe, void *args)
 
 typedef struct {
     long status;
-    char body[16384];
+    char body[262144]; /* /metrics holds every RPC histogram of the process */
     size_t len;
     char headers[4096];
     size_t headers_len;
