@@ -38,7 +38,8 @@
 
 #define S_BUCKETS_MAX 1024
 #define S_CHUNK       512
-#define S_SETTLE_MAX  64
+#define S_SETTLE_MAX  64   /* settlements read from PostgreSQL at a time */
+#define S_SETTLE_FLY  256  /* payment.Settle calls in flight at most */
 #define S_RETRY_MS    1000 /* ppm ms before a failed journal/finalize is retried */
 
 typedef struct {
@@ -89,6 +90,7 @@ typedef struct {
     metering_result_t *results;       /* S_CHUNK results of tick scripts */
     metering_result_t *marks;         /* S_CHUNK results of journal marks */
     size_t settles_in_flight;         /* payment.Settle calls awaiting a reply */
+    bool settles_more;                /* the last read filled its batch: more may be due */
     int64_t finalize_until;           /* zclock_mono deadline for finalizing in this tick */
     s_pending_t *journal;             /* this tick's snapshots for PostgreSQL */
     size_t journal_count;             /* used */
@@ -615,6 +617,13 @@ s_leases (zloop_t *loop, int timer_id, void *arg)
 
 /* ---- settlement delivery -------------------------------------------- */
 
+/* Settlements are sent in batches of S_SETTLE_MAX with up to S_SETTLE_FLY
+   in flight. The 250 ms timer starts a round; while batches come back
+   full, each reply that brings the calls in flight under half the cap
+   reads the next batch at once, so a burst of expiries is reported at the
+   pace payment answers, not one batch per timer run. */
+static void s_settle_send (self_t *self);
+
 static void
 s_settle_reply (const ppm_status_t *status, const uint8_t *payload, size_t size, void *arg)
 {
@@ -632,6 +641,48 @@ s_settle_reply (const ppm_status_t *status, const uint8_t *payload, size_t size,
                       ppm_code_name (ppm_status_code (status)), ppm_status_message (status));
     free (sid);
     free (ctx);
+    if (self->settles_more && self->settles_in_flight <= S_SETTLE_FLY / 2)
+        s_settle_send (self);
+}
+
+static void
+s_settle_send (self_t *self)
+{
+    self->settles_more = false;
+    while (self->payment && self->settles_in_flight + S_SETTLE_MAX <= S_SETTLE_FLY) {
+        metering_settle_t due[S_SETTLE_MAX];
+        int n = metering_db_settle_due (self->pg, ppm_clock_real_ms (), due, S_SETTLE_MAX);
+        for (int i = 0; i < n; i++) {
+            Ppm__V1__SettleRequest req = PPM__V1__SETTLE_REQUEST__INIT;
+            req.tenant_id = due[i].tenant;
+            req.session_id = due[i].session_id;
+            req.used_ms = due[i].paid_used_ms;
+            req.ended_at_ms = due[i].ended_ms;
+            req.reason = due[i].reason;
+            ppm_rpc_req_t rq = {.method = "payment.Settle",
+                                .tenant = due[i].tenant,
+                                .timeout_ms = 5000,
+                                .idempotent = true};
+            char **ctx = malloc (2 * sizeof *ctx);
+            char *sid = strdup (due[i].session_id);
+            if (!ctx || !sid) {
+                free (ctx);
+                free (sid);
+                return; /* the rows are retried after their back-off */
+            }
+            ctx[0] = (char *)self;
+            ctx[1] = sid;
+            if (ppm_rpc_client_call (self->payment, &rq, &req.base, s_settle_reply, ctx) == 0)
+                self->settles_in_flight++;
+            else {
+                free (ctx[1]);
+                free (ctx);
+            }
+        }
+        if (n < S_SETTLE_MAX)
+            return;
+        self->settles_more = true;
+    }
 }
 
 static int
@@ -647,33 +698,7 @@ s_settle (zloop_t *loop, int timer_id, void *arg)
         if (pending >= 0)
             ppm_gauge_set (self->m.pending, (double)pending);
     }
-    if (!self->payment || self->settles_in_flight > S_SETTLE_MAX)
-        return 0;
-    metering_settle_t due[S_SETTLE_MAX];
-    int n = metering_db_settle_due (self->pg, ppm_clock_real_ms (), due, S_SETTLE_MAX);
-    for (int i = 0; i < n; i++) {
-        Ppm__V1__SettleRequest req = PPM__V1__SETTLE_REQUEST__INIT;
-        req.tenant_id = due[i].tenant;
-        req.session_id = due[i].session_id;
-        req.used_ms = due[i].paid_used_ms;
-        req.ended_at_ms = due[i].ended_ms;
-        req.reason = due[i].reason;
-        ppm_rpc_req_t rq = {.method = "payment.Settle",
-                            .tenant = due[i].tenant,
-                            .timeout_ms = 5000,
-                            .idempotent = true};
-        char **ctx = malloc (2 * sizeof *ctx);
-        if (!ctx)
-            break;
-        ctx[0] = (char *)self;
-        ctx[1] = strdup (due[i].session_id);
-        if (ppm_rpc_client_call (self->payment, &rq, &req.base, s_settle_reply, ctx) == 0)
-            self->settles_in_flight++;
-        else {
-            free (ctx[1]);
-            free (ctx);
-        }
-    }
+    s_settle_send (self);
     return 0;
 }
 
