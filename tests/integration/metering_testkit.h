@@ -25,11 +25,23 @@
 
 /* ---- fake payment ---------------------------------------------------- */
 
+/* What the fake payment service saw of one session's usage reports. */
 typedef struct {
-    zhash_t *counts; /* session id -> count (as a malloc'd int) */
-    int total;       /* Settle calls answered */
+    int deliveries;      /* distinct Settle requests (transport re-sends not counted) */
+    uint64_t request_id; /* the last request's id: its re-sends carry it again */
+    int64_t used_ms;     /* the first report's used time */
+    bool differs;        /* a later report said another used time */
+} tk_settled_t;
+
+typedef struct {
+    zhash_t *counts; /* session id -> tk_settled_t (malloc'd) */
+    int total;       /* Settle calls answered, re-sends included */
 } tk_payment_t;
 
+/* payment.Settle: ppm_rpc re-sends an idempotent call byte for byte (same
+   request id) until it is answered, so a re-send is not a new delivery;
+   a new request (after a restart, say) is, and must report the same
+   used time. */
 static inline void
 tk_settle (ppm_rpc_call_t *call, void *arg)
 {
@@ -40,17 +52,24 @@ tk_settle (ppm_rpc_call_t *call, void *arg)
         ppm_rpc_call_error (&call, PPM_INVALID_ARGUMENT, "bad");
         return;
     }
-    int *n = zhash_lookup (self->counts, req->session_id);
+    uint64_t rid = ppm_rpc_call_request_id (call);
+    tk_settled_t *n = zhash_lookup (self->counts, req->session_id);
     if (!n) {
         n = calloc (1, sizeof *n);
+        n->used_ms = req->used_ms;
         zhash_insert (self->counts, req->session_id, n);
         zhash_freefn (self->counts, req->session_id, free);
     }
-    (*n)++;
+    if (n->deliveries == 0 || rid != n->request_id) {
+        n->deliveries++;
+        n->request_id = rid;
+    }
+    if (req->used_ms != n->used_ms)
+        n->differs = true;
     self->total++;
     Ppm__V1__SettleReply reply = PPM__V1__SETTLE_REPLY__INIT;
     reply.session_id = req->session_id;
-    reply.already_applied = *n > 1;
+    reply.already_applied = n->deliveries > 1;
     ppm_rpc_call_reply (&call, &reply.base);
     protobuf_c_message_free_unpacked (&req->base, NULL);
 }
@@ -68,8 +87,9 @@ tk_payment_pipe (zloop_t *loop, zsock_t *pipe, void *arg)
     if (streq (cmd, "$TERM"))
         rc = -1;
     else if (streq (cmd, "COUNT")) {
-        int *n = sid ? zhash_lookup (self->counts, sid) : NULL;
-        zstr_sendf (pipe, "%d", n ? *n : 0);
+        tk_settled_t *n = sid ? zhash_lookup (self->counts, sid) : NULL;
+        /* -1: reports disagreed on the used time */
+        zstr_sendf (pipe, "%d", n ? (n->differs ? -1 : n->deliveries) : 0);
     } else if (streq (cmd, "TOTAL"))
         zstr_sendf (pipe, "%d", self->total);
     zstr_free (&cmd);
@@ -94,6 +114,7 @@ tk_payment_actor (zsock_t *pipe, void *args)
     zhash_destroy (&self.counts);
 }
 
+/* Distinct usage reports of session sid (0: none yet; -1: they disagreed). */
 static inline int
 tk_payment_count (zactor_t *payment, const char *sid)
 {

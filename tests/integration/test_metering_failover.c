@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "metering_testkit.h"
+#include "tests/lib/ppm_test.h"
 #include "ppm_log.h"
 
 #define SCALE    100
@@ -23,6 +24,7 @@
 static zactor_t *s_payment;
 static char *s_payment_ep;
 static char s_redis[256];
+static char *s_pg; /* this test's own database */
 static char s_tenant[32];
 
 typedef struct {
@@ -31,6 +33,10 @@ typedef struct {
     char pub[64];  /* its PUB endpoint */
     char name[16]; /* replica id */
 } s_proc_t;
+
+/* Processes a failed test may leave running: its replicas would hold
+   leases in the next test's buckets. */
+static s_proc_t *s_live[4];
 
 static void
 s_spawn (s_proc_t *p)
@@ -45,7 +51,7 @@ s_spawn (s_proc_t *p)
         setenv ("PPM_RPC_BIND", p->rpc, 1);
         setenv ("PPM_PUB_BIND", p->pub, 1);
         setenv ("PPM_REDIS_URL", s_redis, 1);
-        setenv ("PPM_PG_URL", getenv ("PPM_TEST_PG_URL"), 1);
+        setenv ("PPM_PG_URL", s_pg, 1);
         setenv ("PPM_PAYMENT_ENDPOINT", s_payment_ep, 1);
         setenv ("PPM_METERING_REPLICA_ID", p->name, 1);
         setenv ("PPM_METERING_TICK", "20ms", 1);
@@ -57,14 +63,34 @@ s_spawn (s_proc_t *p)
         _exit (127);
     }
     p->pid = pid;
+    for (size_t i = 0; i < sizeof s_live / sizeof s_live[0]; i++)
+        if (!s_live[i] || s_live[i] == p) {
+            s_live[i] = p;
+            break;
+        }
 }
 
 static void
 s_kill9 (s_proc_t *p)
 {
+    if (p->pid <= 0)
+        return;
     kill (p->pid, SIGKILL);
     waitpid (p->pid, NULL, 0);
     p->pid = 0;
+}
+
+/* After each test, whatever it left running is killed and forgotten. */
+static int
+s_test_teardown (void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof s_live / sizeof s_live[0]; i++) {
+        if (s_live[i])
+            s_kill9 (s_live[i]);
+        s_live[i] = NULL;
+    }
+    return 0;
 }
 
 static void
@@ -117,6 +143,7 @@ s_setup (void **state)
     ppm_log_set_level (PPM_LOG_WARN);
     tk_redis_url (s_redis, sizeof s_redis, 11);
     tk_redis (s_redis, "FLUSHDB");
+    s_pg = ppm_test_pg_url ("test_metering_failover");
     snprintf (s_tenant, sizeof s_tenant, "t_fo_%d", (int)getpid ());
     s_payment = zactor_new (tk_payment_actor, NULL);
     s_payment_ep = zstr_recv (s_payment);
@@ -128,6 +155,8 @@ s_teardown (void **state)
 {
     (void)state;
     tk_redis_compact (s_redis);
+    free (s_pg);
+    s_pg = NULL;
     zstr_free (&s_payment_ep);
     zactor_destroy (&s_payment);
     return 0;
@@ -205,7 +234,7 @@ static void
 test_kill9_mid_1000_sessions (void **state)
 {
     (void)state;
-    s_proc_t a = {0};
+    static s_proc_t a;
     s_proc_init (&a, "A");
     s_spawn (&a);
     ppm_rpc_client_t *client = ppm_rpc_client_new (a.rpc);
@@ -228,7 +257,7 @@ test_kill9_mid_1000_sessions (void **state)
             events.count);
     s_check (client, SESSIONS, &events, restart);
     /* Each expired session's usage was reported to payment, once. */
-    for (int i = 0; i < 200 && tk_payment_count (s_payment, s_sess[SESSIONS - 1].sid) == 0; i++)
+    for (int i = 0; i < 500 && tk_payment_count (s_payment, s_sess[SESSIONS - 1].sid) == 0; i++)
         zclock_sleep (20);
     assert_int_equal (tk_payment_count (s_payment, s_sess[SESSIONS - 1].sid), 1);
     assert_int_equal (tk_payment_count (s_payment, s_sess[0].sid), 1);
@@ -261,8 +290,8 @@ static void
 test_two_replicas_takeover (void **state)
 {
     (void)state;
-    s_proc_t a = {0};
-    s_proc_t b = {0};
+    static s_proc_t a;
+    static s_proc_t b;
     s_proc_init (&a, "A2");
     s_proc_init (&b, "B2");
     s_spawn (&a);
@@ -309,8 +338,8 @@ int
 main (void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test (test_kill9_mid_1000_sessions),
-        cmocka_unit_test (test_two_replicas_takeover),
+        cmocka_unit_test_teardown (test_kill9_mid_1000_sessions, s_test_teardown),
+        cmocka_unit_test_teardown (test_two_replicas_takeover, s_test_teardown),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "metering_testkit.h"
+#include "tests/lib/ppm_test.h"
 #include "ppm_log.h"
 #include "services/metering/metering_server.h"
 
@@ -26,6 +27,7 @@ static ppm_events_sub_t *s_sub;
 static tk_events_t s_events;
 static char s_redis[256];
 static int s_port;
+static char *s_pg; /* this test's own database */
 static char s_t1[32];
 static char s_t2[32];
 static char s_t3[32];
@@ -50,12 +52,15 @@ s_setup (void **state)
     snprintf (s_trial, sizeof s_trial, "u_trial_%d", pid);
     snprintf (s_many, sizeof s_many, "u_many_%d", pid);
     tk_redis (s_redis, "FLUSHDB");
+    /* A database of its own: payment ids are fixed strings, applied once
+       ever, and the plain and sanitizer runs share the server. */
+    s_pg = ppm_test_pg_url ("test_metering_server");
     s_payment = zactor_new (tk_payment_actor, NULL);
     char *payment_ep = zstr_recv (s_payment);
     metering_config_t cfg = {.rpc_bind = "tcp://127.0.0.1:*",
                              .pub_bind = "tcp://127.0.0.1:*",
                              .redis_url = s_redis,
-                             .pg_url = getenv ("PPM_TEST_PG_URL"),
+                             .pg_url = s_pg,
                              .payment_endpoint = payment_ep,
                              .replica_id = "inproc",
                              .tick_ms = TICK_MS,
@@ -90,6 +95,8 @@ s_teardown (void **state)
     zactor_destroy (&s_server);
     zactor_destroy (&s_payment);
     tk_redis_compact (s_redis);
+    free (s_pg);
+    s_pg = NULL;
     return 0;
 }
 
