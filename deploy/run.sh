@@ -6,8 +6,10 @@
 # each on 127.0.0.1; creates a demo tenant on the Pro plan with
 # Pay-per-Minute on, default and individual rates, presets 10/30/45, a
 # terms URL and test keys for the emulator (with ppmctl); writes
-# run/demo.env; prints the URLs; stops everything cleanly on Ctrl-C. Data
-# stays in run/ between runs (the demo tenant is created once).
+# run/demo.env; prints the URLs; stops everything cleanly on Ctrl-C (or
+# SIGTERM) and prints each process's exit status ("run: exit statuses:
+# gateway=0 …"). Data stays in run/ between runs (the demo tenant is created
+# once).
 #
 #   deploy/run.sh [BUILD_DIR]
 #
@@ -57,11 +59,17 @@ stop_all() {
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
         kill -TERM "${pids[$i]}" 2>/dev/null
     done
+    local statuses=()
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
         for _ in $(seq 50); do kill -0 "${pids[$i]}" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "${pids[$i]}" 2>/dev/null
         wait "${pids[$i]}" 2>/dev/null
+        statuses+=("${names[$i]}=$?")
     done
+    # Each process's own status (0 = it stopped cleanly; 137 = it had to be
+    # killed; under a sanitizer build a report or a leak is non-zero): the
+    # test suites that run this script check it.
+    say "exit statuses: ${statuses[*]}"
     redis-cli -p "$redis_port" shutdown >/dev/null 2>&1
     [ -f "$run/pg/postmaster.pid" ] && "${runas[@]}" "$pgbin/pg_ctl" -D "$run/pg" -m fast -w stop >/dev/null 2>&1
     say "stopped; data kept in run/"

@@ -4,73 +4,57 @@
 # same run on the same machine, against nginx serving a static file of the
 # same size. Prints both and the ratio (the promise: ≥ 30 %).
 #
-# The gateway talks to ppm-standin for rate.Quote (the bench measures the
-# gateway, not the rate service: tests/bench has the rate service's own).
-# It is run twice: with the default quote cache (answers reused for
-# PPM_GATEWAY_QUOTE_CACHE, dropped on config.changed) and with the cache
-# off, so every request makes a real rate.Quote RPC.
+# The gateway runs in front of the real rate and config services: the whole
+# stack as `make run` starts it (deploy/run.sh through tests/lib/stack.sh:
+# Redis, PostgreSQL, the emulator, the five services, the demo tenant) in a
+# temporary run dir on free ports; the payer's token is minted with ppmctl.
+# It is run twice, each time on a fresh stack: with the default quote cache
+# (answers reused for PPM_GATEWAY_QUOTE_CACHE, dropped on config.changed)
+# and with the cache off, so every request makes a real rate.Quote RPC to
+# the rate service (which answers from its own per-tenant cache of config).
 #
 #   tests/bench/gateway_quote.sh [BIN_DIR]     (PPM_BENCH_SECONDS, default 5)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-bin=${1:-${PPM_BIN_DIR:-$root/build/bin}}
+export PPM_BIN_DIR=${1:-${PPM_BIN_DIR:-$root/build/bin}}
+bin=$PPM_BIN_DIR
 secs=${PPM_BENCH_SECONDS:-5}
 conns=${PPM_BENCH_CONNECTIONS:-64}
-for tool in wrk nginx python3; do
+for tool in wrk nginx python3 redis-server jq; do
     command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "gateway bench: $tool missing (make deps)"; exit 1; }
+done
+for b in ppm-config ppm-rate ppm-payment ppm-metering ppm-gateway ppmctl stripe-emulator; do
+    [ -x "$bin/$b" ] || { echo "gateway bench: $bin/$b is missing (make build)"; exit 1; }
 done
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-tmp=$(mktemp -d /tmp/ppm-bench-gw.XXXXXX)
-chmod 755 "$tmp"
-pids=()
+# shellcheck source=tests/lib/stack.sh
+. "$root/tests/lib/stack.sh"
+tmp=$(mktemp -d "${PPM_TEST_TMP:-/tmp}/ppm-bench-gw.XXXXXX")
+chmod 755 "$tmp" # PostgreSQL runs as "postgres" under root and must reach its dir
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    stack_stop
     [ -f "$tmp/nginx.pid" ] && kill "$(cat "$tmp/nginx.pid")" 2>/dev/null || true
     sleep 0.2
     rm -rf "$tmp"
 }
 trap cleanup EXIT
 
+# a request per line in each service's log would be measured too
 export PPM_LOG_LEVEL=error
-export PPM_CONFIG_ENDPOINT=tcp://127.0.0.1:$(free_port)
-export PPM_RATE_ENDPOINT=tcp://127.0.0.1:$(free_port)
-export PPM_PAYMENT_ENDPOINT=tcp://127.0.0.1:$(free_port)
-export PPM_METERING_ENDPOINT=tcp://127.0.0.1:$(free_port)
-export PPM_STANDIN_EVENTS=tcp://127.0.0.1:$(free_port)
-export PPM_CONFIG_EVENTS=$PPM_STANDIN_EVENTS PPM_PAYMENT_EVENTS=$PPM_STANDIN_EVENTS PPM_METERING_EVENTS=$PPM_STANDIN_EVENTS
-export PPM_STANDIN_TENANT=t_bench
-export PPM_STANDIN_USER_SECRET=bench-secret-0123456789abcdef
-export PPM_WEB_ROOT=$root/services/gateway/web
-export PPM_METRICS_BIND=127.0.0.1:0
-"$bin/ppm-standin" >"$tmp/standin.log" 2>&1 &
-pids+=($!)
 
-token=$(python3 - <<'PY'
-import base64, hashlib, hmac, json, time
-b = lambda x: base64.urlsafe_b64encode(x).rstrip(b'=').decode()
-h = b(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(',', ':')).encode())
-c = b(json.dumps({"tid": "t_bench", "sub": "u_payer", "roles": [], "exp": int(time.time()) + 3600}, separators=(',', ':')).encode())
-s = b(hmac.new(b"bench-secret-0123456789abcdef", (h + "." + c).encode(), hashlib.sha256).digest())
-print(h + "." + c + "." + s)
-PY
-)
-
-start_gateway() { # cache_ms → sets gw_pid, gw_port
-    gw_port=$(free_port)
-    PPM_HTTP_PORT=$gw_port PPM_GATEWAY_QUOTE_CACHE=$1 "$bin/ppm-gateway" >"$tmp/gateway-$1.log" 2>&1 &
-    gw_pid=$!
-    pids+=($gw_pid)
-    for _ in $(seq 100); do
-        curl -fs "http://127.0.0.1:$gw_port/healthz" >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    echo "gateway bench: the gateway did not start"; cat "$tmp/gateway-$1.log"; exit 1
+start_gateway() { # cache (e.g. 1000ms, 0) → a fresh stack; sets gw_port, token
+    stack_stop
+    if ! PPM_GATEWAY_QUOTE_CACHE=$1 stack_start "$tmp/stack-$1"; then
+        echo "gateway bench: the stack did not start"
+        stack_tail
+        exit 1
+    fi
+    gw_port=$stack_gateway_port
+    token=$("$bin/ppmctl" user-token --tenant "$PPM_DEMO_TENANT" --user u_payer) ||
+        { echo "gateway bench: ppmctl user-token failed: $token"; exit 1; }
 }
+free_port() { stack_free_ports 1; }
 rps() { # url [header] → requests/s
     local out
     if [ -n "${2:-}" ]; then
@@ -83,9 +67,9 @@ rps() { # url [header] → requests/s
     echo "$out" | awk '/Requests\/sec/ {printf "%d", $2}'
 }
 
-path="/v1/quote?payee=u_coach&kind=chat"
+start_gateway 1000ms
+path="/v1/quote?payee=$PPM_DEMO_PAYEE_ID&kind=chat"
 auth="Authorization: Bearer $token"
-start_gateway 1000
 size=$(curl -fs -H "$auth" "http://127.0.0.1:$gw_port$path" | wc -c)
 [ "$size" -gt 0 ] || { echo "gateway bench: no quote"; exit 1; }
 
@@ -111,9 +95,9 @@ for _ in $(seq 100); do curl -fs "http://127.0.0.1:$ng_port/quote.json" >/dev/nu
 
 ng=$(rps "http://127.0.0.1:$ng_port/quote.json")
 gw=$(rps "http://127.0.0.1:$gw_port$path" "$auth")
-kill "$gw_pid"
-wait "$gw_pid" 2>/dev/null || true
 start_gateway 0
+auth="Authorization: Bearer $token"
+curl -fs -H "$auth" "http://127.0.0.1:$gw_port$path" >/dev/null || { echo "gateway bench: no quote (cache off)"; exit 1; }
 gw_nocache=$(rps "http://127.0.0.1:$gw_port$path" "$auth")
 
 ratio=$(awk -v a="$gw" -v b="$ng" 'BEGIN { printf "%.1f", 100 * a / b }')

@@ -1,103 +1,126 @@
 #!/usr/bin/env bash
 # Browser tests of the web pages (tests/browser/scenarios.mjs) in Debian's
-# headless Chromium driven by playwright-core. Starts the gateway in front of
-# ppm-standin (in-memory stand-ins of config, rate, payment and metering
-# that speak the real RPCs and events) on free loopback ports, with a time
-# scale so that paid minutes pass in seconds, and stops both at the end.
+# headless Chromium driven by playwright-core, against the real stack:
+# deploy/run.sh (what `make run` starts: Redis, PostgreSQL, the Stripe
+# emulator, the five services and the demo tenant, set up with ppmctl) in a
+# temporary run dir on free loopback ports (tests/lib/stack.sh), with a time
+# scale so that paid minutes pass in seconds. User tokens are minted with
+# ppmctl, as for `make run`. At the end the stack is stopped and every
+# service must have exited with status 0 (under a sanitizer build: no
+# report, no leak); each is one more check in the summary.
 #
 #   tests/browser/run.sh                 run the scenarios ("N passed, N failed")
 #   tests/browser/run.sh --screenshots   also write docs/screenshots/*.png
 #   tests/browser/run.sh --demo          run them against a running `make run`
-#                                        instead (run/demo.env; needs ppmctl)
+#                                        instead (run/demo.env; needs ppmctl;
+#                                        the payer scenario needs a time scale:
+#                                        PPM_TIME_SCALE=15 make run)
+#
+# PPM_BROWSER_TIME_SCALE (default 15): ppm seconds per real second.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 bin=${PPM_BIN_DIR:-$root/build/bin}
-for b in ppm-gateway ppm-standin; do
-    [ -x "$bin/$b" ] || { echo "browser: $bin/$b is missing (make build)"; echo "0 passed, 1 failed"; exit 1; }
+give_up() {
+    echo "browser: $*"
+    echo "0 passed, 1 failed"
+    exit 1
+}
+[ -x "$bin/ppmctl" ] || give_up "$bin/ppmctl is missing (make build)"
+[ -x /usr/bin/chromium ] || give_up "/usr/bin/chromium is missing (make deps)"
+for t in jq python3 redis-server curl; do
+    command -v "$t" >/dev/null || give_up "$t is missing (make deps)"
 done
-[ -x /usr/bin/chromium ] || { echo "browser: /usr/bin/chromium is missing (make deps)"; echo "0 passed, 1 failed"; exit 1; }
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
-    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error) ||
-        { echo "browser: npm ci failed"; echo "0 passed, 1 failed"; exit 1; }
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error) || give_up "npm ci failed"
 fi
+export PPM_PPMCTL=$bin/ppmctl
 
 if [ "${1:-}" = "--demo" ]; then
     env_file=${PPM_RUN_DIR:-$root/run}/demo.env
-    [ -f "$env_file" ] || { echo "browser: $env_file is missing (make run first)"; echo "0 passed, 1 failed"; exit 1; }
+    [ -f "$env_file" ] || give_up "$env_file is missing (make run first)"
     set -a
     # shellcheck disable=SC1090
     . "$env_file"
     set +a
-    export PPM_PPMCTL=$bin/ppmctl
-    unset PPM_USER_SECRET
     cd tests/browser && exec node scenarios.mjs
 fi
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-tmp=$(mktemp -d /tmp/ppm-browser.XXXXXX)
-pids=()
+for b in ppm-config ppm-rate ppm-payment ppm-metering ppm-gateway stripe-emulator; do
+    [ -x "$bin/$b" ] || give_up "$bin/$b is missing (make build)"
+done
+# as tests/harness/run-tests.sh sets them, for a sanitizer build run by hand
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1:strict_string_checks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$root/tests/harness/lsan.supp}
+
+# shellcheck source=tests/lib/stack.sh
+. "$root/tests/lib/stack.sh"
+tmp=$(mktemp -d "${PPM_TEST_TMP:-/tmp}/ppm-browser.XXXXXX")
+chmod 755 "$tmp" # PostgreSQL runs as "postgres" under root and must reach its dir
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    stack_stop
     rm -rf "$tmp"
 }
 trap cleanup EXIT
 
-export PPM_TIME_SCALE=${PPM_BROWSER_TIME_SCALE:-30}
-export PPM_TIME_EPOCH_MS=$(($(date +%s%3N) - 1000))
-export PPM_LOG_LEVEL=warn
-export PPM_CONFIG_ENDPOINT=tcp://127.0.0.1:$(free_port)
-export PPM_RATE_ENDPOINT=tcp://127.0.0.1:$(free_port)
-export PPM_PAYMENT_ENDPOINT=tcp://127.0.0.1:$(free_port)
-export PPM_METERING_ENDPOINT=tcp://127.0.0.1:$(free_port)
-export PPM_STANDIN_EVENTS=tcp://127.0.0.1:$(free_port)
-export PPM_CONFIG_EVENTS=$PPM_STANDIN_EVENTS PPM_PAYMENT_EVENTS=$PPM_STANDIN_EVENTS PPM_METERING_EVENTS=$PPM_STANDIN_EVENTS
-export PPM_STANDIN_TENANT=t_browser
-export PPM_STANDIN_ADMIN_KEY=ppmak_browser_$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
-export PPM_STANDIN_USER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-export PPM_HTTP_PORT=$(free_port)
-export PPM_WEB_ROOT=$root/services/gateway/web
-export PPM_GATEWAY_AUTH_CACHE=1s
-export PPM_METRICS_BIND=127.0.0.1:0
-
-"$bin/ppm-standin" >"$tmp/standin.log" 2>&1 &
-pids+=($!)
-"$bin/ppm-gateway" >"$tmp/gateway.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$PPM_HTTP_PORT/healthz" >/dev/null 2>&1 && break
-    sleep 0.05
-done
-
-export PPM_GATEWAY_URL=http://127.0.0.1:$PPM_HTTP_PORT
-export PPM_ADMIN_KEY=$PPM_STANDIN_ADMIN_KEY
-export PPM_DEMO_TENANT=$PPM_STANDIN_TENANT
-export PPM_USER_SECRET=$PPM_STANDIN_USER_SECRET
-export PPM_DEMO_PAYEE_ID=u_coach
+export PPM_TIME_SCALE=${PPM_BROWSER_TIME_SCALE:-15}
+export PPM_LOG_LEVEL=${PPM_LOG_LEVEL:-info}
+if ! stack_start "$tmp/stack"; then
+    echo "FAIL the stack starts (deploy/run.sh)"
+    stack_tail
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+# The demo tenant as `make run` creates it, with two session settings made
+# for the time scale, through ppmctl as an operator would: the widget sends
+# a heartbeat every 10 real seconds (150 ppm seconds at scale 15), so the
+# grace must be longer than the default 60 s or every session pauses between
+# heartbeats; and the payer scenario buys 2 minutes and must be warned
+# within seconds: by the 60 s mark (marks at or above the time bought are
+# skipped), so the marks are written out rather than left to the default.
+if ! "$PPM_PPMCTL" settings set --tenant "$PPM_DEMO_TENANT" grace_s=600 warning_marks_s=300,60,10 \
+    >"$tmp/settings.out" 2>&1; then
+    echo "FAIL ppmctl settings set (grace_s, warning_marks_s)"
+    sed 's/^/    | /' "$tmp/settings.out"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
 if [ "${1:-}" = "--screenshots" ]; then
     mkdir -p docs/screenshots
     export PPM_SCREENSHOTS_DIR=$root/docs/screenshots
 fi
+
 set +e
-(cd tests/browser && node scenarios.mjs) | tee "$tmp/scenarios.out"
-rc=${PIPESTATUS[0]}
-# the gateway must stop cleanly (under a sanitizer build: no error, no leak)
-gateway_pid=${pids[1]}
-kill -TERM "$gateway_pid" 2>/dev/null
-wait "$gateway_pid"
-gateway_rc=$?
-if [ "$gateway_rc" -ne 0 ]; then
-    echo "FAIL the gateway exited with $gateway_rc"
-    summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$tmp/scenarios.out" | tail -n 1)
-    echo "${summary%% *} passed, $(( $(echo "$summary" | awk '{print $3+0}') + 1 )) failed"
-    rc=1
-fi
+# the scenarios' own summary line is replaced by the one below, which also
+# counts the clean stop of each service
+(cd tests/browser && node scenarios.mjs) | tee "$tmp/scenarios.out" | grep -Ev '^[0-9]+ passed, [0-9]+ failed$'
+node_rc=${PIPESTATUS[0]}
 set -e
-if [ "$rc" -ne 0 ]; then
-    echo "--- gateway log"; tail -n 20 "$tmp/gateway.log"
-    echo "--- stand-in log"; tail -n 20 "$tmp/standin.log"
+summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$tmp/scenarios.out" | tail -n 1)
+passed=$(awk '{print $1+0}' <<<"$summary")
+failed=$(awk '{print $3+0}' <<<"$summary")
+if [ -z "$summary" ] || { [ "$node_rc" -ne 0 ] && [ "$failed" -eq 0 ]; }; then
+    echo "FAIL scenarios.mjs exited with $node_rc without a summary"
+    failed=$((failed + 1))
 fi
-exit $rc
+
+stack_stop
+for s in gateway metering payment rate config; do
+    status=$(stack_exit_status "$s")
+    if [ "$status" = 0 ]; then
+        passed=$((passed + 1))
+        echo "ok   $s stopped cleanly"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $s stopped with status $status (deploy/run.sh: $(grep '^run: exit statuses:' "$stack_out" | tail -n 1))"
+        echo "    | --- $stack_dir/logs/$s.log"
+        tail -n 30 "$stack_dir/logs/$s.log" | sed 's/^/    | /'
+    fi
+done
+if [ "$failed" -ne 0 ]; then
+    echo "--- deploy/run.sh and the logs"
+    stack_tail
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,16 +1,16 @@
 // Browser scenarios of issue 6, in Debian's headless Chromium driven by
-// playwright-core. The gateway and the services it talks to are started by
-// run.sh; this file gets their address and credentials from the
-// environment:
-//   PPM_GATEWAY_URL, PPM_ADMIN_KEY, PPM_DEMO_PAYEE_ID, PPM_USER_SECRET,
-//   PPM_DEMO_TENANT, PPM_TIME_SCALE, PPM_SCREENSHOTS_DIR (optional: also
-//   write the README's pictures there). Without PPM_USER_SECRET, user
-//   tokens are minted with PPM_PPMCTL (run.sh --demo: the `make run` stack).
+// playwright-core, against the real stack: run.sh starts it (deploy/run.sh
+// in a temporary run dir) or, with --demo, points at a running `make run`.
+// This file gets its address and credentials from the environment:
+//   PPM_GATEWAY_URL, PPM_ADMIN_KEY, PPM_DEMO_PAYEE_ID, PPM_DEMO_TENANT
+//   (run/demo.env), PPM_PPMCTL (mints the user tokens: the tenant's secret
+//   stays in config), PPM_SCREENSHOTS_DIR (optional: also write the
+//   README's pictures there). The payer scenario needs a time scale
+//   (PPM_TIME_SCALE of the stack) and the settings run.sh gives the tenant.
 //   PPM_SCENARIOS (a regular expression) runs only the matching scenarios.
 // Prints one line per scenario and the closing "N passed, N failed".
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,21 +19,10 @@ const base = process.env.PPM_GATEWAY_URL;
 const adminKey = process.env.PPM_ADMIN_KEY;
 const payee = process.env.PPM_DEMO_PAYEE_ID || 'u_coach';
 const tenant = process.env.PPM_DEMO_TENANT;
-const secret = process.env.PPM_USER_SECRET;
 const shots = process.env.PPM_SCREENSHOTS_DIR || '';
 
-function b64url(buf) {
-  return Buffer.from(buf).toString('base64').replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
-}
 function token(sub) {
-  if (!secret) {
-    // against `make run`: the tenant's secret stays in config; ppmctl mints
-    return execFileSync(process.env.PPM_PPMCTL, ['user-token', '--tenant', tenant, '--user', sub]).toString().trim();
-  }
-  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const body = b64url(JSON.stringify({ tid: tenant, sub, roles: [], exp: Math.floor(Date.now() / 1000) + 3600 }));
-  const sig = b64url(crypto.createHmac('sha256', secret).update(head + '.' + body).digest());
-  return head + '.' + body + '.' + sig;
+  return execFileSync(process.env.PPM_PPMCTL, ['user-token', '--tenant', tenant, '--user', sub]).toString().trim();
 }
 function expect(cond, what) {
   if (!cond) throw new Error('expected: ' + what);
@@ -207,14 +196,16 @@ for (const s of scenarios.filter((x) => !only || only.test(x.name))) {
   page.setDefaultTimeout(10000);
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
+  const t0 = Date.now();
+  const took = () => ' (' + ((Date.now() - t0) / 1000).toFixed(1) + ' s)';
   try {
     await s.fn(page);
     if (errors.length) throw new Error('script errors: ' + errors.join('; '));
     passed++;
-    console.log('ok   ' + s.name);
+    console.log('ok   ' + s.name + took());
   } catch (e) {
     failed++;
-    console.log('FAIL ' + s.name + ': ' + (e && e.message ? e.message.split('\n')[0] : e));
+    console.log('FAIL ' + s.name + took() + ': ' + (e && e.message ? e.message.split('\n')[0] : e));
     if (shots === '') await page.screenshot({ path: path.join(os.tmpdir(), 'ppm-fail-' + passed + failed + '.png') }).catch(() => {});
   }
   await context.close();
