@@ -40,9 +40,13 @@ finish() {
     exit
 }
 
+# free_ports, start_stack NAME, stop_stack (run_dir, metrics_port[], the
+# ports, demo.env): shared with tests/security.
+# shellcheck source=tests/lib/stack.sh
+. "$root/tests/lib/stack.sh"
+
 tmp=$(mktemp -d "${PPM_TEST_TMP:-/tmp}/ppm-stack.XXXXXX")
 chmod 755 "$tmp" # PostgreSQL runs as "postgres" under root and must reach its dir
-stack_pid=
 prom_pid=
 cleanup() {
     [ -n "$prom_pid" ] && kill "$prom_pid" 2>/dev/null && wait "$prom_pid" 2>/dev/null
@@ -58,73 +62,7 @@ for t in promtool prometheus jq curl python3 redis-server; do
     command -v "$t" >/dev/null || { fail "$t is installed"; finish; }
 done
 
-free_ports() { # n -> n free loopback TCP ports
-    python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
-
 services=(config rate payment metering gateway)
-declare -A metrics_port
-
-# start_stack NAME: deploy/run.sh in $tmp/NAME on free ports; exports the
-# demo.env variables. Extra environment (CURVE) is taken from the caller.
-start_stack() {
-    local name=$1
-    run_dir=$tmp/$name
-    mkdir -p "$run_dir"
-    chmod 755 "$run_dir"
-    read -r gw redis pg emu c1 c2 r1 p1 p2 m1 m2 mc mr mp mm mg < <(free_ports 16)
-    metrics_port=([config]=$mc [rate]=$mr [payment]=$mp [metering]=$mm [gateway]=$mg)
-    (
-        unset PPM_PG_URL PPM_REDIS_URL PPM_MASTER_KEY PPM_STRIPE_API_BASE
-        export PPM_RUN_DIR=$run_dir PPM_BIN_DIR=$bin
-        export PPM_GATEWAY_PORT=$gw PPM_REDIS_PORT=$redis PPM_PG_PORT=$pg PPM_EMULATOR_PORT=$emu
-        export PPM_CONFIG_ENDPOINT=tcp://127.0.0.1:$c1 PPM_CONFIG_EVENTS=tcp://127.0.0.1:$c2
-        export PPM_RATE_ENDPOINT=tcp://127.0.0.1:$r1
-        export PPM_PAYMENT_ENDPOINT=tcp://127.0.0.1:$p1 PPM_PAYMENT_EVENTS=tcp://127.0.0.1:$p2
-        export PPM_METERING_ENDPOINT=tcp://127.0.0.1:$m1 PPM_METERING_EVENTS=tcp://127.0.0.1:$m2
-        export PPM_CONFIG_METRICS=127.0.0.1:$mc PPM_RATE_METRICS=127.0.0.1:$mr
-        export PPM_PAYMENT_METRICS=127.0.0.1:$mp PPM_METERING_METRICS=127.0.0.1:$mm
-        export PPM_GATEWAY_METRICS=127.0.0.1:$mg
-        export PPM_PAYMENT_OUTBOX_EVERY=100ms PPM_METERING_TICK=100ms
-        exec bash "$root/deploy/run.sh"
-    ) >"$tmp/$name.out" 2>&1 &
-    stack_pid=$!
-    for _ in $(seq 300); do
-        grep -q "Press Ctrl-C to stop" "$tmp/$name.out" 2>/dev/null && break
-        kill -0 "$stack_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if ! grep -q "Press Ctrl-C to stop" "$tmp/$name.out"; then
-        fail "$name: the stack starts (deploy/run.sh)"
-        tail -20 "$tmp/$name.out" | sed 's/^/    | /'
-        for f in "$run_dir"/logs/*.log; do
-            echo "    | --- $f"
-            tail -5 "$f" | sed 's/^/    | /'
-        done
-        return 1
-    fi
-    ok "$name: the stack starts (deploy/run.sh, demo tenant created)"
-    # shellcheck disable=SC1091
-    . "$run_dir/demo.env"
-    return 0
-}
-
-stop_stack() {
-    [ -n "$stack_pid" ] || return 0
-    kill -TERM "$stack_pid" 2>/dev/null
-    for _ in $(seq 150); do kill -0 "$stack_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$stack_pid" 2>/dev/null
-    wait "$stack_pid" 2>/dev/null
-    stack_pid=
-}
 
 new_trace() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
@@ -315,14 +253,14 @@ if start_stack curve; then
     # a client whose key the servers were not given: no answer, and counted
     stranger=$(keypair)
     if PPM_CURVE_SECRET_KEY=$(jq -r .secret <<<"$stranger") PPM_CURVE_SERVER_SECRET_KEY= \
-        PPM_CONFIG_ENDPOINT=tcp://127.0.0.1:$c1 timeout 20 "$bin/ppmctl" --timeout 1500 tenant list \
+        PPM_CONFIG_ENDPOINT=tcp://127.0.0.1:$config_rpc_port timeout 20 "$bin/ppmctl" --timeout 1500 tenant list \
         >"$tmp/stranger.out" 2>&1; then
         fail "curve: ppmctl with a key not in PPM_CURVE_CLIENT_KEYS is refused"
         sed 's/^/    | /' "$tmp/stranger.out"
     else
         ok "curve: ppmctl with a key not in PPM_CURVE_CLIENT_KEYS is refused"
     fi
-    if PPM_CURVE_SECRET_KEY=$PPM_CURVE_SECRET_KEY_PPMCTL PPM_CONFIG_ENDPOINT=tcp://127.0.0.1:$c1 \
+    if PPM_CURVE_SECRET_KEY=$PPM_CURVE_SECRET_KEY_PPMCTL PPM_CONFIG_ENDPOINT=tcp://127.0.0.1:$config_rpc_port \
         timeout 20 "$bin/ppmctl" --timeout 3000 tenant list >"$tmp/known.out" 2>&1; then
         ok "curve: ppmctl with its listed key is answered"
     else
