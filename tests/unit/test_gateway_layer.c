@@ -173,6 +173,12 @@ test_json_fields (void **state)
     assert_false (gateway_valid_id ("a/b", 64));
     assert_false (gateway_valid_id ("a b", 64));
     assert_false (gateway_valid_id ("abcdef", 3));
+    /* path segments are not ids */
+    assert_false (gateway_valid_id (".", 64));
+    assert_false (gateway_valid_id ("..", 64));
+    assert_false (gateway_valid_id ("...", 64));
+    assert_true (gateway_valid_id ("a..b", 64));
+    assert_true (gateway_valid_id ("..a", 64));
 }
 
 static void
