@@ -231,6 +231,21 @@ s_queue_error (struct MHD_Connection *conn, ppm_code_t code, const char *message
     return rc;
 }
 
+/* libmicrohttpd's %HH decoding of the path and the query arguments, except
+   that a string with %00 is left as it came: decoded, the NUL would cut
+   "/v1/sessions/ID%00junk" to the path of session ID and
+   "/admin.html%00.png" to a page. Left encoded, its '%' makes every id
+   and page name invalid. */
+static size_t
+s_unescape (void *cls, struct MHD_Connection *conn, char *text)
+{
+    (void)cls;
+    (void)conn;
+    if (strstr (text, "%00"))
+        return strlen (text);
+    return MHD_http_unescape (text);
+}
+
 /* Serves a static page; returns MHD_NO to close on a hard error. */
 static enum MHD_Result
 s_serve_static (gateway_http_t *self, struct MHD_Connection *conn, const char *url)
@@ -548,7 +563,8 @@ gateway_http_new (const gateway_http_config_t *config)
     self->daemon = MHD_start_daemon (
         flags, 0, NULL, NULL, s_access, self, MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, self,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, threads,
-        MHD_OPTION_NOTIFY_COMPLETED, s_completed, self, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        MHD_OPTION_NOTIFY_COMPLETED, s_completed, self, MHD_OPTION_UNESCAPE_CALLBACK, s_unescape,
+        NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)(config->header_max ? config->header_max : 32768), MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)30, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)4000,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024, MHD_OPTION_END);

@@ -431,6 +431,33 @@ test_http_handoff (void **state)
 }
 
 static void
+test_http_refusals (void **state)
+{
+    (void)state;
+    gateway_http_t *http = s_http (NULL);
+    int port = gateway_http_port (http);
+    s_fetch_t f;
+    pthread_t thread;
+
+    /* %00 is not decoded: the path keeps it (an id with '%' is invalid
+       everywhere), instead of being cut at a NUL */
+    memset (&f, 0, sizeof f);
+    snprintf (f.url, sizeof f.url, "http://127.0.0.1:%d/v1/sessions/s_1%%00x?a=b%%00c&d=%%41",
+              port);
+    pthread_create (&thread, NULL, s_fetch, &f);
+    gateway_req_t *req = s_wait_request (http, 3000);
+    assert_non_null (req);
+    assert_string_equal (gateway_req_path (req), "/v1/sessions/s_1%00x");
+    assert_string_equal (gateway_req_query (req, "a"), "b%00c");
+    assert_string_equal (gateway_req_query (req, "d"), "A");
+    gateway_req_respond_error (&req, PPM_NOT_FOUND, "no such session");
+    pthread_join (thread, NULL);
+    assert_int_equal (f.status, 404);
+
+    gateway_http_destroy (&http);
+}
+
+static void
 test_http_static_and_stream (void **state)
 {
     (void)state;
@@ -451,7 +478,9 @@ test_http_static_and_stream (void **state)
     assert_int_equal (f.status, 200);
     assert_non_null (strstr (f.response, "<title>ppm</title>"));
     assert_non_null (strstr (f.headers, "text/html"));
-    const char *bad[] = {"/../etc/passwd", "/missing.html", "/index.exe", "/a%20b.html"};
+    const char *bad[] = {"/../etc/passwd",     "/missing.html",      "/index.exe",
+                         "/a%20b.html",        "/index.html%00.png", "/index.html%00",
+                         "/%2e%2e/etc/passwd", "/..%2fetc%2fpasswd", "/.%2e/index.html"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memset (&f, 0, sizeof f);
         snprintf (f.url, sizeof f.url, "http://127.0.0.1:%d%s", port, bad[i]);
@@ -494,9 +523,13 @@ main (void)
 {
     curl_global_init (CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test (test_router),       cmocka_unit_test (test_json_caps),
-        cmocka_unit_test (test_json_fields),  cmocka_unit_test (test_error_mapping),
-        cmocka_unit_test (test_http_handoff), cmocka_unit_test (test_http_static_and_stream),
+        cmocka_unit_test (test_router),
+        cmocka_unit_test (test_json_caps),
+        cmocka_unit_test (test_json_fields),
+        cmocka_unit_test (test_error_mapping),
+        cmocka_unit_test (test_http_handoff),
+        cmocka_unit_test (test_http_refusals),
+        cmocka_unit_test (test_http_static_and_stream),
     };
     int rc = cmocka_run_group_tests (tests, NULL, NULL);
     curl_global_cleanup ();
