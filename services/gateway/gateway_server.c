@@ -2018,7 +2018,7 @@ gateway_server_actor (zsock_t *pipe, void *args)
         .port = (int)self->config.http_port,
         .threads = (int)self->config.http_threads,
         .body_max = (size_t)(self->config.body_max > 0 ? self->config.body_max : 65536),
-        .header_max = 32768,
+        .header_max = 16384,
         .stream_max = 256 * 1024,
         .web_root = self->config.web_root,
         .log = s_http_log};

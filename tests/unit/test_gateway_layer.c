@@ -235,6 +235,7 @@ typedef struct {
     const char *body;
     size_t body_len;
     const char *header;
+    int fillers; /* X-Filler-<i> headers to add */
     long status;
     char response[8192];
     size_t response_len;
@@ -284,6 +285,11 @@ s_fetch (void *arg)
     struct curl_slist *headers = NULL;
     if (f->header)
         headers = curl_slist_append (headers, f->header);
+    for (int i = 0; i < f->fillers; i++) {
+        char line[32];
+        snprintf (line, sizeof line, "X-Filler-%d: v", i);
+        headers = curl_slist_append (headers, line);
+    }
     headers = curl_slist_append (headers, "Expect:");
     curl_easy_setopt (curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, s_write);
@@ -430,6 +436,22 @@ test_http_handoff (void **state)
     assert_null (http);
 }
 
+/* Refusals libmicrohttpd's threads answer at once, with SPEC §5's body. */
+static void
+s_assert_refused (s_fetch_t *f, long status)
+{
+    pthread_t thread;
+    pthread_create (&thread, NULL, s_fetch, f);
+    pthread_join (thread, NULL);
+    assert_int_equal (f->status, status);
+    json_t *json = json_loads (f->response, 0, NULL);
+    assert_non_null (json);
+    assert_true (json_is_string (json_object_get (json_object_get (json, "error"), "code")));
+    assert_true (json_is_array (json_object_get (json_object_get (json, "error"), "fields")));
+    json_decref (json);
+    assert_non_null (strstr (f->headers, "application/json"));
+}
+
 static void
 test_http_refusals (void **state)
 {
@@ -437,7 +459,52 @@ test_http_refusals (void **state)
     gateway_http_t *http = s_http (NULL);
     int port = gateway_http_port (http);
     s_fetch_t f;
+
+    /* headers over header_max (16384 here): 431, in JSON */
+    char *big = malloc (20000);
+    memcpy (big, "X-Big: ", 7);
+    memset (big + 7, 'a', 20000 - 8);
+    big[20000 - 1] = '\0';
+    memset (&f, 0, sizeof f);
+    snprintf (f.url, sizeof f.url, "http://127.0.0.1:%d/v1/quote", port);
+    f.header = big;
+    s_assert_refused (&f, 431);
+    /* the same on a static page */
+    memset (&f, 0, sizeof f);
+    snprintf (f.url, sizeof f.url, "http://127.0.0.1:%d/index.html", port);
+    f.header = big;
+    s_assert_refused (&f, 431);
+    free (big);
+    /* more than 64 headers: 431 */
+    memset (&f, 0, sizeof f);
+    snprintf (f.url, sizeof f.url, "http://127.0.0.1:%d/v1/quote", port);
+    f.fillers = 70;
+    s_assert_refused (&f, 431);
+    /* a URL over 8 KB: 414 */
+    memset (&f, 0, sizeof f);
+    int n = snprintf (f.url, sizeof f.url, "http://127.0.0.1:%d/v1/sessions/", port);
+    assert_true (n > 0 && (size_t)n < sizeof f.url);
+    char *url = malloc (9000 + (size_t)n);
+    memcpy (url, f.url, (size_t)n);
+    memset (url + n, 's', 9000);
+    url[n + 9000 - 1] = '\0';
     pthread_t thread;
+    s_fetch_t *g = calloc (1, sizeof *g);
+    assert_true (strlen (url) >= sizeof g->url); /* too long for s_fetch_t: by hand */
+    CURL *curl = curl_easy_init ();
+    curl_easy_setopt (curl, CURLOPT_URL, url);
+    curl_easy_setopt (curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, s_write);
+    curl_easy_setopt (curl, CURLOPT_WRITEDATA, g);
+    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_perform (curl);
+    curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &g->status);
+    curl_easy_cleanup (curl);
+    assert_int_equal (g->status, 414);
+    assert_non_null (strstr (g->response, "\"error\""));
+    free (g);
+    free (url);
+    assert_null (gateway_http_next (http));
 
     /* %00 is not decoded: the path keeps it (an id with '%' is invalid
        everywhere), instead of being cut at a NUL */
