@@ -282,6 +282,22 @@ s_head_too_large (gateway_http_t *self, struct MHD_Connection *conn, const char 
     return false;
 }
 
+/* Whether the request says its body is JSON: Content-Type
+   application/json, in any case, with or without parameters. */
+static bool
+s_json_body (struct MHD_Connection *conn)
+{
+    const char *type = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Content-Type");
+    if (!type)
+        return false;
+    while (*type == ' ' || *type == '\t')
+        type++;
+    size_t n = strlen ("application/json");
+    if (strncasecmp (type, "application/json", n) != 0)
+        return false;
+    return type[n] == '\0' || type[n] == ';' || type[n] == ' ' || type[n] == '\t';
+}
+
 /* libmicrohttpd's %HH decoding of the path and the query arguments, except
    that a string with %00 is left as it came: decoded, the NUL would cut
    "/v1/sessions/ID%00junk" to the path of session ID and
@@ -488,6 +504,10 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
         } else if (req->query_overflow) {
             req->state = S_DONE;
             rc = s_queue_error (conn, 0, PPM_INVALID_ARGUMENT, "too many query parameters");
+        } else if (req->body_len > 0 && !s_json_body (conn)) {
+            req->state = S_DONE;
+            rc = s_queue_error (conn, 415, PPM_INVALID_ARGUMENT,
+                                "the body must be JSON, sent with Content-Type: application/json");
         } else {
             if (!req->body) {
                 req->body = strdup ("");

@@ -4,8 +4,9 @@
     Shape (as czmq's zhttp_server): libmicrohttpd runs its own polling
     threads and reads each request fully (headers capped at header_max:
     more is 431, a URL over 8 KB 414; body capped at body_max: more is 413;
-    a path or query argument with %00 is not decoded). Static
-    files under the web directory are served right there. Every other
+    a body without Content-Type application/json is 415; a path or query
+    argument with %00 is not decoded). Static files under the web
+    directory are served right there. Every other
     request is suspended (MHD_suspend_connection: it holds no thread while it
     waits), queued, and the actor is woken through a pipe whose read end it
     polls in its zloop (gateway_http_fd). The actor pops requests

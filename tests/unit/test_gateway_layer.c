@@ -235,6 +235,7 @@ typedef struct {
     const char *body;
     size_t body_len;
     const char *header;
+    const char *header2;
     int fillers; /* X-Filler-<i> headers to add */
     long status;
     char response[8192];
@@ -285,6 +286,8 @@ s_fetch (void *arg)
     struct curl_slist *headers = NULL;
     if (f->header)
         headers = curl_slist_append (headers, f->header);
+    if (f->header2)
+        headers = curl_slist_append (headers, f->header2);
     for (int i = 0; i < f->fillers; i++) {
         char line[32];
         snprintf (line, sizeof line, "X-Filler-%d: v", i);
@@ -346,6 +349,7 @@ test_http_handoff (void **state)
     f.body = "{\"minutes\":10}";
     f.body_len = strlen (f.body);
     f.header = "Authorization: Bearer abc";
+    f.header2 = "Content-Type: application/json; charset=utf-8";
     pthread_t thread;
     pthread_create (&thread, NULL, s_fetch, &f);
 
@@ -460,6 +464,18 @@ test_http_refusals (void **state)
     int port = gateway_http_port (http);
     s_fetch_t f;
 
+    /* a body that does not say it is JSON: 415 */
+    const char *types[] = {NULL, "Content-Type: text/plain", "Content-Type: application/jsonp",
+                           "Content-Type: application/x-www-form-urlencoded"};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        memset (&f, 0, sizeof f);
+        snprintf (f.url, sizeof f.url, "http://127.0.0.1:%d/v1/sessions", port);
+        f.method = "POST";
+        f.body = "{}";
+        f.body_len = 2;
+        f.header = types[i] ? types[i] : "Content-Type:";
+        s_assert_refused (&f, 415);
+    }
     /* headers over header_max (16384 here): 431, in JSON */
     char *big = malloc (20000);
     memcpy (big, "X-Big: ", 7);
