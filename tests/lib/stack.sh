@@ -1,3 +1,5 @@
+# shellcheck shell=bash disable=SC2154,SC2034
+# (root, bin, tmp come from the caller; metrics_port and the ports are for it)
 # The whole local stack as `make run` starts it (deploy/run.sh), on free
 # loopback ports in a run dir of the caller's temporary directory, for the
 # script suites that drive it from the outside (tests/stack, tests/security).

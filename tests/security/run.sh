@@ -105,7 +105,7 @@ header() { # NAME -> that header of the last call's answer
     tr -d '\r' <"$tmp/headers" | awk -v n="$(tr 'A-Z' 'a-z' <<<"$1")" \
         'index(tolower($0), n ":") == 1 { sub(/^[^:]*:[ \t]*/, ""); print; exit }'
 }
-body() { head -c "${1:-300}" "$tmp/body"; }
+body() { head -c 300 "$tmp/body"; }
 
 # Batches. batch starts one; req WHAT WANT METHOD PATH [curl args…] adds a
 # request that must be answered with a status matching WANT (an ERE; a
