@@ -31,8 +31,9 @@
 
 #include "ppm_clock.h"
 
-#define S_MAX_HEADERS 64
-#define S_MAX_QUERY   32
+#define S_MAX_HEADERS 64   /* more is 431 */
+#define S_MAX_QUERY   32   /* more is 400 */
+#define S_URL_MAX     8192 /* path and query, decoded; more is 414 */
 
 typedef enum {
     S_READING = 0, /* headers and body arriving */
@@ -215,20 +216,101 @@ s_queue_text (struct MHD_Connection *conn, int status, const char *type, const c
     return rc;
 }
 
+/* Queues SPEC §5's error body; http 0 = the status of code. */
 static enum MHD_Result
-s_queue_error (struct MHD_Connection *conn, ppm_code_t code, const char *message)
+s_queue_error (struct MHD_Connection *conn, int http, ppm_code_t code, const char *message)
 {
     ppm_status_t *status = ppm_status_new (code, "%s", message);
     json_t *json = gateway_error_json (status);
     char *text = json_dumps (json, JSON_COMPACT);
-    int http = gateway_http_status_for (status);
-    if (code == PPM_RESOURCE_EXHAUSTED && strstr (message, "large"))
-        http = 413;
+    if (http == 0)
+        http = gateway_http_status_for (status);
     enum MHD_Result rc = s_queue_text (conn, http, "application/json", text ? text : "{}");
     free (text);
     json_decref (json);
     ppm_status_destroy (&status);
     return rc;
+}
+
+/* Sizes of a request's head, summed by s_measure. */
+typedef struct {
+    size_t bytes; /* names and values, with ": " and CRLF */
+    size_t count;
+} s_head_size_t;
+
+static enum MHD_Result
+s_measure (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    s_head_size_t *size = cls;
+    size->bytes += strlen (key) + (value ? strlen (value) : 0) + 4;
+    size->count++;
+    return MHD_YES;
+}
+
+/* Refuses a request whose head is over the caps, with SPEC §5's error
+   body: a URL over S_URL_MAX is 414; more than S_MAX_HEADERS headers, or
+   more than header_max bytes of them, 431. (A head that does not even fit
+   in the connection's memory, twice header_max, is refused by
+   libmicrohttpd itself, with its own page.) Returns true when it has
+   answered, with *rc the answer's result. */
+static bool
+s_head_too_large (gateway_http_t *self, struct MHD_Connection *conn, const char *url,
+                  enum MHD_Result *rc)
+{
+    s_head_size_t query = {0, 0};
+    s_head_size_t headers = {0, 0};
+    MHD_get_connection_values (conn, MHD_GET_ARGUMENT_KIND, s_measure, &query);
+    MHD_get_connection_values (conn, MHD_HEADER_KIND, s_measure, &headers);
+    char text[96];
+    if (strlen (url) + query.bytes > S_URL_MAX) {
+        snprintf (text, sizeof text, "the URL is too long (limit %d bytes)", S_URL_MAX);
+        *rc = s_queue_error (conn, 414, PPM_RESOURCE_EXHAUSTED, text);
+        return true;
+    }
+    if (headers.count > S_MAX_HEADERS) {
+        snprintf (text, sizeof text, "too many headers (limit %d)", S_MAX_HEADERS);
+        *rc = s_queue_error (conn, 431, PPM_RESOURCE_EXHAUSTED, text);
+        return true;
+    }
+    if (headers.bytes > self->config.header_max) {
+        snprintf (text, sizeof text, "the headers are too large (limit %zu bytes)",
+                  self->config.header_max);
+        *rc = s_queue_error (conn, 431, PPM_RESOURCE_EXHAUSTED, text);
+        return true;
+    }
+    return false;
+}
+
+/* Whether the request says its body is JSON: Content-Type
+   application/json, in any case, with or without parameters. */
+static bool
+s_json_body (struct MHD_Connection *conn)
+{
+    const char *type = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Content-Type");
+    if (!type)
+        return false;
+    while (*type == ' ' || *type == '\t')
+        type++;
+    size_t n = strlen ("application/json");
+    if (strncasecmp (type, "application/json", n) != 0)
+        return false;
+    return type[n] == '\0' || type[n] == ';' || type[n] == ' ' || type[n] == '\t';
+}
+
+/* libmicrohttpd's %HH decoding of the path and the query arguments, except
+   that a string with %00 is left as it came: decoded, the NUL would cut
+   "/v1/sessions/ID%00junk" to the path of session ID and
+   "/admin.html%00.png" to a page. Left encoded, its '%' makes every id
+   and page name invalid. */
+static size_t
+s_unescape (void *cls, struct MHD_Connection *conn, char *text)
+{
+    (void)cls;
+    (void)conn;
+    if (strstr (text, "%00"))
+        return strlen (text);
+    return MHD_http_unescape (text);
 }
 
 /* Serves a static page; returns MHD_NO to close on a hard error. */
@@ -248,7 +330,7 @@ s_serve_static (gateway_http_t *self, struct MHD_Connection *conn, const char *u
     }
     const char *type = ok ? s_content_type_for (url) : NULL;
     if (!ok || !type || !self->web_root)
-        return s_queue_error (conn, PPM_NOT_FOUND, "no such page");
+        return s_queue_error (conn, 0, PPM_NOT_FOUND, "no such page");
     snprintf (rel, sizeof rel, "%s", url);
     char full[1024];
     snprintf (full, sizeof full, "%s%s", self->web_root, rel);
@@ -257,7 +339,7 @@ s_serve_static (gateway_http_t *self, struct MHD_Connection *conn, const char *u
     if (fd < 0 || fstat (fd, &st) != 0 || !S_ISREG (st.st_mode)) {
         if (fd >= 0)
             close (fd);
-        return s_queue_error (conn, PPM_NOT_FOUND, "no such page");
+        return s_queue_error (conn, 0, PPM_NOT_FOUND, "no such page");
     }
     struct MHD_Response *response = MHD_create_response_from_fd ((uint64_t)st.st_size, fd);
     if (!response) {
@@ -350,9 +432,12 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
 
     if (!req) {
         atomic_fetch_add (&self->requests, 1);
+        enum MHD_Result refused = MHD_YES;
+        if (s_head_too_large (self, conn, url, &refused))
+            return refused;
         if (!s_is_api_path (url)) {
             if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0)
-                return s_queue_error (conn, PPM_NOT_FOUND, "no such page");
+                return s_queue_error (conn, 0, PPM_NOT_FOUND, "no such page");
             return s_serve_static (self, conn, url);
         }
         req = calloc (1, sizeof *req);
@@ -376,7 +461,7 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
                 char text[96];
                 snprintf (text, sizeof text, "request body is too large (limit %zu bytes)",
                           self->config.body_max);
-                return s_queue_error (conn, PPM_RESOURCE_EXHAUSTED, text);
+                return s_queue_error (conn, 413, PPM_RESOURCE_EXHAUSTED, text);
             }
         }
         return MHD_YES;
@@ -415,10 +500,14 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
             char text[96];
             snprintf (text, sizeof text, "request body is too large (limit %zu bytes)",
                       self->config.body_max);
-            rc = s_queue_error (conn, PPM_RESOURCE_EXHAUSTED, text);
+            rc = s_queue_error (conn, 413, PPM_RESOURCE_EXHAUSTED, text);
         } else if (req->query_overflow) {
             req->state = S_DONE;
-            rc = s_queue_error (conn, PPM_INVALID_ARGUMENT, "too many query parameters");
+            rc = s_queue_error (conn, 0, PPM_INVALID_ARGUMENT, "too many query parameters");
+        } else if (req->body_len > 0 && !s_json_body (conn)) {
+            req->state = S_DONE;
+            rc = s_queue_error (conn, 415, PPM_INVALID_ARGUMENT,
+                                "the body must be JSON, sent with Content-Type: application/json");
         } else {
             if (!req->body) {
                 req->body = strdup ("");
@@ -449,7 +538,7 @@ s_access (void *cls, struct MHD_Connection *conn, const char *url, const char *m
                 req->suspended = false;
                 MHD_resume_connection (conn);
                 req->state = S_DONE;
-                rc = s_queue_error (conn, PPM_UNAVAILABLE, "gateway is overloaded");
+                rc = s_queue_error (conn, 0, PPM_UNAVAILABLE, "gateway is overloaded");
             } else if (was_empty) {
                 char one = 1;
                 ssize_t w = write (self->pipe_fds[1], &one, 1);
@@ -520,6 +609,8 @@ gateway_http_new (const gateway_http_config_t *config)
     if (!self)
         return NULL;
     self->config = *config;
+    if (self->config.header_max == 0)
+        self->config.header_max = 16384;
     self->config.address = NULL;
     self->config.web_root = NULL;
     self->web_root = config->web_root ? strdup (config->web_root) : NULL;
@@ -548,10 +639,10 @@ gateway_http_new (const gateway_http_config_t *config)
     self->daemon = MHD_start_daemon (
         flags, 0, NULL, NULL, s_access, self, MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, self,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, threads,
-        MHD_OPTION_NOTIFY_COMPLETED, s_completed, self, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(config->header_max ? config->header_max : 32768), MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)30, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)4000,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, s_completed, self, MHD_OPTION_UNESCAPE_CALLBACK, s_unescape,
+        NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT, 2 * self->config.header_max,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)4000, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024, MHD_OPTION_END);
     if (!self->daemon) {
         s_log (self, "cannot listen on %s:%d", config->address ? config->address : "127.0.0.1",
                config->port);

@@ -2,9 +2,11 @@
     of each request to the gateway actor.
 
     Shape (as czmq's zhttp_server): libmicrohttpd runs its own polling
-    threads and reads each request fully (headers capped by the connection
-    memory limit, body capped at the configured size: more is 413). Static
-    files under the web directory are served right there. Every other
+    threads and reads each request fully (headers capped at header_max:
+    more is 431, a URL over 8 KB 414; body capped at body_max: more is 413;
+    a body without Content-Type application/json is 415; a path or query
+    argument with %00 is not decoded). Static files under the web
+    directory are served right there. Every other
     request is suspended (MHD_suspend_connection: it holds no thread while it
     waits), queued, and the actor is woken through a pipe whose read end it
     polls in its zloop (gateway_http_fd). The actor pops requests
@@ -41,7 +43,8 @@ typedef struct {
     int port;                       /* 0 = any free port (see gateway_http_port) */
     int threads;                    /* libmicrohttpd polling threads, ≥ 1 */
     size_t body_max;                /* request body cap in bytes (413 beyond) */
-    size_t header_max;              /* per-connection memory for headers (431/413 beyond) */
+    size_t header_max;              /* request headers cap in bytes, 0 = 16384 (431 beyond;
+                                       libmicrohttpd's memory per connection is twice it) */
     size_t stream_max;              /* SSE buffer cap per stream */
     const char *web_root;           /* directory of static pages; NULL = none */
     void (*log) (const char *line); /* warnings; NULL = stderr */

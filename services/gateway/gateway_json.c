@@ -300,7 +300,7 @@ gateway_valid_id (const char *text, size_t max_len)
     if (!text)
         return false;
     size_t len = strlen (text);
-    if (len == 0 || len > max_len)
+    if (len == 0 || len > max_len || strspn (text, ".") == len)
         return false;
     for (const char *p = text; *p; p++) {
         char c = *p;

@@ -68,7 +68,9 @@ bool gateway_parse_int (const char *text, const char *name, int64_t min, int64_t
                         ppm_status_t **errors);
 
 /* Whether text is a safe identifier for ids in paths and claims:
-   1..max_len of [A-Za-z0-9_.:@-]. */
+   1..max_len of [A-Za-z0-9_.:@-], not dots only ("." and ".." are path
+   segments, not ids: a client or proxy that normalises the URL would send
+   the request elsewhere). */
 bool gateway_valid_id (const char *text, size_t max_len);
 
 #endif

@@ -26,7 +26,8 @@
 #include "ppm_metrics.h"
 #include "ppm_rpc.h"
 
-#define S_ID_MAX 128
+#define S_ID_MAX   128
+#define S_ROLE_MAX 64 /* config's limit on role names */
 
 /* ---- routes ------------------------------------------------------------ */
 
@@ -693,6 +694,10 @@ s_rates_saved (s_self_t *self, s_ctx_t *ctx, ProtobufCMessage *msg)
 static void
 s_user_rates_put (s_self_t *self, s_ctx_t *ctx)
 {
+    if (!gateway_valid_id (gateway_match_param (&ctx->match, "user_id"), S_ID_MAX)) {
+        s_reply_error (ctx, PPM_NOT_FOUND, "no such user");
+        return;
+    }
     if (s_parse_body (ctx, false))
         return;
     Ppm__V1__UserRates rates = PPM__V1__USER_RATES__INIT;
@@ -740,6 +745,10 @@ s_role_rates_reply (s_self_t *self, s_ctx_t *ctx, ProtobufCMessage *msg)
 static void
 s_role_rates_put (s_self_t *self, s_ctx_t *ctx)
 {
+    if (!gateway_valid_id (gateway_match_param (&ctx->match, "role"), S_ROLE_MAX)) {
+        s_reply_error (ctx, PPM_NOT_FOUND, "no such role");
+        return;
+    }
     if (s_parse_body (ctx, false))
         return;
     Ppm__V1__RoleRates rates = PPM__V1__ROLE_RATES__INIT;
@@ -1651,6 +1660,11 @@ s_dispatch (s_self_t *self, s_ctx_t *ctx)
             return;
         case H_ROLE_RATES_GET:
         case H_ROLES_LIST: {
+            if (ctx->route->handler == H_ROLE_RATES_GET &&
+                !gateway_valid_id (gateway_match_param (&ctx->match, "role"), S_ROLE_MAX)) {
+                s_reply_error (ctx, PPM_NOT_FOUND, "no such role");
+                return;
+            }
             Ppm__V1__GetRoleRatesRequest msg = PPM__V1__GET_ROLE_RATES_REQUEST__INIT;
             msg.tenant_id = ctx->tenant;
             msg.role = "";
@@ -2004,7 +2018,7 @@ gateway_server_actor (zsock_t *pipe, void *args)
         .port = (int)self->config.http_port,
         .threads = (int)self->config.http_threads,
         .body_max = (size_t)(self->config.body_max > 0 ? self->config.body_max : 65536),
-        .header_max = 32768,
+        .header_max = 16384,
         .stream_max = 256 * 1024,
         .web_root = self->config.web_root,
         .log = s_http_log};

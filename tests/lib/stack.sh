@@ -22,6 +22,7 @@
 #
 # Safe under `set -e`. After stack_start: stack_pid, stack_dir, stack_out,
 # stack_bin (PPM_BIN_DIR when this file was sourced), stack_gateway_port,
+# stack_redis_port, stack_pg_port, stack_emulator_port,
 # stack_metrics_port[config|rate|payment|metering|gateway], and the
 # services' endpoints PPM_CONFIG_ENDPOINT, … exported, so that ppmctl
 # reaches this stack.
@@ -53,7 +54,7 @@ stack_start() {
     chmod 755 "$stack_dir" # PostgreSQL runs as "postgres" under root and must reach it
     read -r gw redis pg emu c1 c2 r1 p1 p2 m1 m2 mc mr mp mm mg < <(stack_free_ports 16)
     # shellcheck disable=SC2034 # for the caller
-    stack_gateway_port=$gw
+    stack_gateway_port=$gw stack_redis_port=$redis stack_pg_port=$pg stack_emulator_port=$emu
     # shellcheck disable=SC2034 # for the caller
     stack_metrics_port=([config]=$mc [rate]=$mr [payment]=$mp [metering]=$mm [gateway]=$mg)
     export PPM_CONFIG_ENDPOINT=tcp://127.0.0.1:$c1 PPM_CONFIG_EVENTS=tcp://127.0.0.1:$c2

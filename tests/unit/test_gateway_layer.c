@@ -173,6 +173,12 @@ test_json_fields (void **state)
     assert_false (gateway_valid_id ("a/b", 64));
     assert_false (gateway_valid_id ("a b", 64));
     assert_false (gateway_valid_id ("abcdef", 3));
+    /* path segments are not ids */
+    assert_false (gateway_valid_id (".", 64));
+    assert_false (gateway_valid_id ("..", 64));
+    assert_false (gateway_valid_id ("...", 64));
+    assert_true (gateway_valid_id ("a..b", 64));
+    assert_true (gateway_valid_id ("..a", 64));
 }
 
 static void
@@ -229,6 +235,8 @@ typedef struct {
     const char *body;
     size_t body_len;
     const char *header;
+    const char *header2;
+    int fillers; /* X-Filler-<i> headers to add */
     long status;
     char response[8192];
     size_t response_len;
@@ -278,6 +286,13 @@ s_fetch (void *arg)
     struct curl_slist *headers = NULL;
     if (f->header)
         headers = curl_slist_append (headers, f->header);
+    if (f->header2)
+        headers = curl_slist_append (headers, f->header2);
+    for (int i = 0; i < f->fillers; i++) {
+        char line[32];
+        snprintf (line, sizeof line, "X-Filler-%d: v", i);
+        headers = curl_slist_append (headers, line);
+    }
     headers = curl_slist_append (headers, "Expect:");
     curl_easy_setopt (curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, s_write);
@@ -334,6 +349,7 @@ test_http_handoff (void **state)
     f.body = "{\"minutes\":10}";
     f.body_len = strlen (f.body);
     f.header = "Authorization: Bearer abc";
+    f.header2 = "Content-Type: application/json; charset=utf-8";
     pthread_t thread;
     pthread_create (&thread, NULL, s_fetch, &f);
 
@@ -424,6 +440,106 @@ test_http_handoff (void **state)
     assert_null (http);
 }
 
+/* Refusals libmicrohttpd's threads answer at once, with SPEC §5's body. */
+static void
+s_assert_refused (s_fetch_t *f, long status)
+{
+    pthread_t thread;
+    pthread_create (&thread, NULL, s_fetch, f);
+    pthread_join (thread, NULL);
+    assert_int_equal (f->status, status);
+    json_t *json = json_loads (f->response, 0, NULL);
+    assert_non_null (json);
+    assert_true (json_is_string (json_object_get (json_object_get (json, "error"), "code")));
+    assert_true (json_is_array (json_object_get (json_object_get (json, "error"), "fields")));
+    json_decref (json);
+    assert_non_null (strstr (f->headers, "application/json"));
+}
+
+static void
+test_http_refusals (void **state)
+{
+    (void)state;
+    gateway_http_t *http = s_http (NULL);
+    int port = gateway_http_port (http);
+    s_fetch_t f;
+
+    /* a body that does not say it is JSON: 415 */
+    const char *types[] = {NULL, "Content-Type: text/plain", "Content-Type: application/jsonp",
+                           "Content-Type: application/x-www-form-urlencoded"};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        memset (&f, 0, sizeof f);
+        snprintf (f.url, sizeof f.url, "http://127.0.0.1:%d/v1/sessions", port);
+        f.method = "POST";
+        f.body = "{}";
+        f.body_len = 2;
+        f.header = types[i] ? types[i] : "Content-Type:";
+        s_assert_refused (&f, 415);
+    }
+    /* headers over header_max (16384 here): 431, in JSON */
+    char *big = malloc (20000);
+    memcpy (big, "X-Big: ", 7);
+    memset (big + 7, 'a', 20000 - 8);
+    big[20000 - 1] = '\0';
+    memset (&f, 0, sizeof f);
+    snprintf (f.url, sizeof f.url, "http://127.0.0.1:%d/v1/quote", port);
+    f.header = big;
+    s_assert_refused (&f, 431);
+    /* the same on a static page */
+    memset (&f, 0, sizeof f);
+    snprintf (f.url, sizeof f.url, "http://127.0.0.1:%d/index.html", port);
+    f.header = big;
+    s_assert_refused (&f, 431);
+    free (big);
+    /* more than 64 headers: 431 */
+    memset (&f, 0, sizeof f);
+    snprintf (f.url, sizeof f.url, "http://127.0.0.1:%d/v1/quote", port);
+    f.fillers = 70;
+    s_assert_refused (&f, 431);
+    /* a URL over 8 KB: 414 */
+    memset (&f, 0, sizeof f);
+    int n = snprintf (f.url, sizeof f.url, "http://127.0.0.1:%d/v1/sessions/", port);
+    assert_true (n > 0 && (size_t)n < sizeof f.url);
+    char *url = malloc (9000 + (size_t)n);
+    memcpy (url, f.url, (size_t)n);
+    memset (url + n, 's', 9000);
+    url[n + 9000 - 1] = '\0';
+    pthread_t thread;
+    s_fetch_t *g = calloc (1, sizeof *g);
+    assert_true (strlen (url) >= sizeof g->url); /* too long for s_fetch_t: by hand */
+    CURL *curl = curl_easy_init ();
+    curl_easy_setopt (curl, CURLOPT_URL, url);
+    curl_easy_setopt (curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, s_write);
+    curl_easy_setopt (curl, CURLOPT_WRITEDATA, g);
+    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_perform (curl);
+    curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &g->status);
+    curl_easy_cleanup (curl);
+    assert_int_equal (g->status, 414);
+    assert_non_null (strstr (g->response, "\"error\""));
+    free (g);
+    free (url);
+    assert_null (gateway_http_next (http));
+
+    /* %00 is not decoded: the path keeps it (an id with '%' is invalid
+       everywhere), instead of being cut at a NUL */
+    memset (&f, 0, sizeof f);
+    snprintf (f.url, sizeof f.url, "http://127.0.0.1:%d/v1/sessions/s_1%%00x?a=b%%00c&d=%%41",
+              port);
+    pthread_create (&thread, NULL, s_fetch, &f);
+    gateway_req_t *req = s_wait_request (http, 3000);
+    assert_non_null (req);
+    assert_string_equal (gateway_req_path (req), "/v1/sessions/s_1%00x");
+    assert_string_equal (gateway_req_query (req, "a"), "b%00c");
+    assert_string_equal (gateway_req_query (req, "d"), "A");
+    gateway_req_respond_error (&req, PPM_NOT_FOUND, "no such session");
+    pthread_join (thread, NULL);
+    assert_int_equal (f.status, 404);
+
+    gateway_http_destroy (&http);
+}
+
 static void
 test_http_static_and_stream (void **state)
 {
@@ -445,7 +561,9 @@ test_http_static_and_stream (void **state)
     assert_int_equal (f.status, 200);
     assert_non_null (strstr (f.response, "<title>ppm</title>"));
     assert_non_null (strstr (f.headers, "text/html"));
-    const char *bad[] = {"/../etc/passwd", "/missing.html", "/index.exe", "/a%20b.html"};
+    const char *bad[] = {"/../etc/passwd",     "/missing.html",      "/index.exe",
+                         "/a%20b.html",        "/index.html%00.png", "/index.html%00",
+                         "/%2e%2e/etc/passwd", "/..%2fetc%2fpasswd", "/.%2e/index.html"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memset (&f, 0, sizeof f);
         snprintf (f.url, sizeof f.url, "http://127.0.0.1:%d%s", port, bad[i]);
@@ -488,9 +606,13 @@ main (void)
 {
     curl_global_init (CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test (test_router),       cmocka_unit_test (test_json_caps),
-        cmocka_unit_test (test_json_fields),  cmocka_unit_test (test_error_mapping),
-        cmocka_unit_test (test_http_handoff), cmocka_unit_test (test_http_static_and_stream),
+        cmocka_unit_test (test_router),
+        cmocka_unit_test (test_json_caps),
+        cmocka_unit_test (test_json_fields),
+        cmocka_unit_test (test_error_mapping),
+        cmocka_unit_test (test_http_handoff),
+        cmocka_unit_test (test_http_refusals),
+        cmocka_unit_test (test_http_static_and_stream),
     };
     int rc = cmocka_run_group_tests (tests, NULL, NULL);
     curl_global_cleanup ();
