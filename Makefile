@@ -155,12 +155,13 @@ format:
 	clang-format -i $(OWN_SRC)
 
 # `make test`: install, build, lint, every test; then the same tests again
-# built with AddressSanitizer and UndefinedBehaviorSanitizer.
+# built with AddressSanitizer and UndefinedBehaviorSanitizer, and the
+# integration tests once more with CURVE on every ZeroMQ link.
 test: deps
 	$(MAKE) tests
 	$(MAKE) lint
 	$(MAKE) tests SANITIZER=address,undefined
-	bash tests/harness/run-tests.sh build build/san
+	bash tests/harness/run-tests.sh build build/san curve:build
 	bash tests/harness/replay-fuzz.sh build/san
 
 # One build's tests only, for a quick loop: `make test-only`.

@@ -1,10 +1,13 @@
 /*  ppm_curve: see ppm_curve.h. One process-wide configuration, set from the
     environment by the main thread before any socket exists and only read
     afterwards; the failure counter is atomic because several actors' loops
-    update it.
+    update it. A process that never called ppm_curve_init (a test binary, a
+    tool) is configured on its first socket, under a mutex because that may
+    happen in several actors at once.
 */
 #include "ppm_curve.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +26,24 @@ typedef struct {
 
 static s_curve_t s_curve;
 static atomic_uint_fast64_t s_failures;
+static atomic_bool s_configured; /* ppm_curve_init ran (and no shutdown since) */
+static pthread_mutex_t s_lazy = PTHREAD_MUTEX_INITIALIZER;
+
+/* Configures the process from the environment if nothing did yet.
+   Returns 0, or -1 when the environment is invalid (logged by nobody: the
+   socket that needed it fails). */
+static int
+s_ensure (void)
+{
+    if (atomic_load (&s_configured))
+        return 0;
+    pthread_mutex_lock (&s_lazy);
+    int rc = 0;
+    if (!atomic_load (&s_configured))
+        rc = ppm_curve_init (NULL);
+    pthread_mutex_unlock (&s_lazy);
+    return rc;
+}
 
 static bool
 s_is_key (const char *text)
@@ -67,11 +88,13 @@ ppm_curve_shutdown (void)
     zcert_destroy (&s_curve.server);
     zcert_destroy (&s_curve.client);
     memset (&s_curve, 0, sizeof s_curve);
+    atomic_store (&s_configured, false);
 }
 
 bool
 ppm_curve_enabled (void)
 {
+    s_ensure ();
     return s_curve.enabled;
 }
 
@@ -117,6 +140,7 @@ ppm_curve_init (const char **error)
 {
     ppm_curve_shutdown ();
     const char *on = getenv ("PPM_CURVE");
+    atomic_store (&s_configured, true);
     if (!on || !*on || streq (on, "off") || streq (on, "0") || streq (on, "false"))
         return 0;
     if (!streq (on, "on") && !streq (on, "1") && !streq (on, "true"))
@@ -159,6 +183,13 @@ ppm_curve_init (const char **error)
         s_curve.auth = zactor_new (zauth, store);
         if (!s_curve.auth)
             return s_fail (error, "PPM_CURVE: could not start the authenticator");
+        /* zauth must be stopped before czmq's exit handler runs, whatever
+           path the process leaves by: czmq registered its handler when
+           zauth made the first socket, so ours, registered after, runs
+           first. */
+        static bool registered = false;
+        if (!registered)
+            registered = atexit (ppm_curve_shutdown) == 0;
     }
     return 0;
 }
@@ -168,6 +199,8 @@ ppm_curve_server (zsock_t *sock, zactor_t **watch_p)
 {
     if (watch_p)
         *watch_p = NULL;
+    if (s_ensure () == -1)
+        return -1;
     if (!s_curve.enabled)
         return 0;
     if (!s_curve.serving)
@@ -204,6 +237,8 @@ ppm_curve_watch_handle (zactor_t *watch)
 int
 ppm_curve_client (zsock_t *sock)
 {
+    if (s_ensure () == -1)
+        return -1;
     if (!s_curve.enabled)
         return 0;
     zcert_apply (s_curve.client, sock);

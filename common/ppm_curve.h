@@ -30,7 +30,10 @@
 /* Reads the PPM_CURVE* variables and, when a server key is configured,
    starts the process's zauth actor. Returns 0, or -1 with *error set to
    one line naming the variable. Call once from main before any socket is
-   made; calling again replaces the configuration (tests). */
+   made; calling again replaces the configuration (tests). A process that
+   never calls it is configured from the environment when its first socket
+   needs it (ppm_curve_server/_client then return -1 if that fails), so
+   every binary that uses libppm honours PPM_CURVE. */
 int ppm_curve_init (const char **error);
 /* Stops zauth and forgets the keys. Safe to call twice. */
 void ppm_curve_shutdown (void);

@@ -4,8 +4,15 @@
 # line per binary and the closing line "N passed, N failed" (counted from
 # cmocka's summaries; a binary that dies without one counts as one failure).
 #
-#   tests/harness/run-tests.sh BUILD [BUILD...]
+#   tests/harness/run-tests.sh BUILD [BUILD...] [curve:BUILD]
 #   PPM_TEST_FILTER=regex  runs only the binaries whose path matches
+#
+# curve:BUILD runs BUILD's integration tests again with CURVE on every
+# ZeroMQ link (PPM_CURVE=on, one server key pair and one client key pair
+# from `ppmctl curve-keygen`, that client key the only one allowed): the
+# in-process servers and clients and every service binary a test spawns
+# encrypt and authenticate, so the whole integration suite is shown to
+# work with encryption on.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -23,15 +30,42 @@ failed=0
 failures=()
 logs=$PPM_TEST_TMP/logs
 mkdir -p "$logs"
-for build in "$@"; do
-    for kind in unit integration; do
+curve_env() { # BUILD -> NAME=VALUE lines for a CURVE run
+    local server client
+    server=$("$1/bin/ppmctl" --json curve-keygen) || return 1
+    client=$("$1/bin/ppmctl" --json curve-keygen) || return 1
+    echo "PPM_CURVE=on"
+    echo "PPM_CURVE_SERVER_SECRET_KEY=$(jq -r .secret <<<"$server")"
+    echo "PPM_CURVE_SERVER_KEY=$(jq -r .public <<<"$server")"
+    echo "PPM_CURVE_SECRET_KEY=$(jq -r .secret <<<"$client")"
+    echo "PPM_CURVE_CLIENT_KEYS=$(jq -r .public <<<"$client")"
+}
+
+for spec in "$@"; do
+    build=${spec#curve:}
+    kinds=(unit integration)
+    extra=()
+    label=
+    if [ "$spec" != "$build" ]; then
+        kinds=(integration)
+        mapfile -t extra < <(curve_env "$build")
+        label=" (curve)"
+        if [ ${#extra[@]} -ne 5 ]; then
+            echo "FAIL $build: ppmctl curve-keygen for the CURVE run"
+            failures+=("curve:$build")
+            failed=$((failed + 1))
+            continue
+        fi
+    fi
+    for kind in "${kinds[@]}"; do
         for t in "$build"/tests/$kind/test_*; do
             [ -x "$t" ] || continue
-            if [ -n "${PPM_TEST_FILTER:-}" ] && ! [[ $t =~ $PPM_TEST_FILTER ]]; then continue; fi
-            log=$logs/$(echo "$t" | tr '/' '_').log
+            if [ -n "${PPM_TEST_FILTER:-}" ] && ! [[ $spec/$t =~ $PPM_TEST_FILTER ]]; then continue; fi
+            log=$logs/$(echo "$spec/$t" | tr '/:' '__').log
             start=$EPOCHREALTIME
             set +e
-            PPM_BIN_DIR=$root/$build/bin timeout --kill-after=10 "${PPM_TEST_TIMEOUT:-300}" "$t" >"$log" 2>&1
+            env "${extra[@]}" PPM_BIN_DIR="$root/$build/bin" \
+                timeout --kill-after=10 "${PPM_TEST_TIMEOUT:-300}" "$t" >"$log" 2>&1
             rc=$?
             set -e
             secs=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
@@ -41,11 +75,11 @@ for build in "$@"; do
             passed=$((passed + p))
             failed=$((failed + f))
             if [ "$f" -gt 0 ]; then
-                failures+=("$t")
-                printf 'FAIL %-60s %3d passed %3d failed  %ss (exit %d)\n' "$t" "$p" "$f" "$secs" "$rc"
+                failures+=("$t$label")
+                printf 'FAIL %-60s %3d passed %3d failed  %ss (exit %d)\n' "$t$label" "$p" "$f" "$secs" "$rc"
                 tail -n 60 "$log" | sed 's/^/    | /'
             else
-                printf 'ok   %-60s %3d passed  %ss\n' "$t" "$p" "$secs"
+                printf 'ok   %-60s %3d passed  %ss\n' "$t$label" "$p" "$secs"
             fi
         done
     done
@@ -58,7 +92,7 @@ for suite in tests/*/run.sh; do
     log=$logs/$(echo "$suite" | tr '/' '_').log
     start=$EPOCHREALTIME
     set +e
-    PPM_BIN_DIR=$root/$1/bin timeout --kill-after=10 "${PPM_SUITE_TIMEOUT:-600}" bash "$suite" >"$log" 2>&1
+    PPM_BIN_DIR=$root/${1#curve:}/bin timeout --kill-after=10 "${PPM_SUITE_TIMEOUT:-600}" bash "$suite" >"$log" 2>&1
     rc=$?
     set -e
     secs=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
