@@ -178,24 +178,11 @@ if start_stack plain; then
     done
 
     # 3. every metric of the dashboard and the rules in the real output.
-    # The ppm_rpc/ppm_events/CURVE metrics are registered by libppm's
-    # ppm_rpc (work in progress on another branch): until a service exposes
-    # any ppm_rpc_* metric, their absence is reported as pending, not failed.
-    rpc_metrics=0
-    for s in "${services[@]}"; do
-        curl -fsS "http://127.0.0.1:${stack_metrics_port[$s]}/metrics" | grep -q '^# TYPE ppm_rpc_' && rpc_metrics=1
-    done
     PPM_METRICS_URLS=$(metrics_urls) bash "$root/tests/observability/run.sh" >"$tmp/obs.out" 2>&1
     summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$tmp/obs.out" | tail -n 1)
     fails=$(grep '^FAIL' "$tmp/obs.out")
-    pending=
-    if [ "$rpc_metrics" = 0 ]; then
-        pending=$(grep -E 'FAIL (ppm_rpc_|ppm_events_|ppm_curve_auth_failures_total)[a-z_]* is exposed' <<<"$fails")
-        fails=$(grep -vE 'FAIL (ppm_rpc_|ppm_events_|ppm_curve_auth_failures_total)[a-z_]* is exposed' <<<"$fails")
-    fi
     if [ -n "$summary" ] && [ -z "$fails" ]; then
         ok "tests/observability/run.sh against the running services ($summary)"
-        [ -z "$pending" ] || { echo "pending (ppm_rpc does not register its metrics yet):"; sed 's/^/    | /' <<<"$pending"; }
     else
         fail "tests/observability/run.sh against the running services (${summary:-no summary})"
         sed 's/^/    | /' <<<"$fails"
@@ -291,8 +278,6 @@ if start_stack curve; then
     done
     if [ -n "$failures" ] && [ "$failures" != 0 ]; then
         ok "curve: the refusal is counted (config ppm_curve_auth_failures_total $failures)"
-    elif [ -z "$failures" ] && [ "${rpc_metrics:-0}" = 0 ]; then
-        echo "pending: ppm_curve_auth_failures_total (registered by ppm_rpc, not there yet)"
     else
         fail "curve: the refusal is counted (config ppm_curve_auth_failures_total ${failures:-absent})"
     fi
