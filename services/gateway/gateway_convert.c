@@ -1,6 +1,7 @@
 /*  gateway_convert: protobuf ↔ JSON for the public API (see the header). */
 #include "gateway_convert.h"
 #include "gateway_json.h"
+#include "ppm_clock.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -349,6 +350,24 @@ gateway_quote_json (const Ppm__V1__Quote *q)
     return json;
 }
 
+int64_t
+gateway_heartbeat_every_ms (int64_t grace_s, int64_t scale)
+{
+    if (scale < 1)
+        scale = 1;
+    if (grace_s < 0)
+        grace_s = 0;
+    if (grace_s > INT32_MAX)
+        grace_s = INT32_MAX;
+    /* a third of the grace in real time: two heartbeats may be lost */
+    int64_t every = grace_s * 1000 / 3 / scale;
+    if (every > 10000)
+        every = 10000;
+    if (every < 250)
+        every = 250;
+    return every;
+}
+
 json_t *
 gateway_session_json (const Ppm__V1__Session *s)
 {
@@ -380,6 +399,9 @@ gateway_session_json (const Ppm__V1__Session *s)
     json_object_set_new (json, "warning_marks_s",
                          s_int_array (s->warning_marks_s, s->n_warning_marks_s));
     json_object_set_new (json, "grace_s", json_integer (s->grace_s));
+    json_object_set_new (
+        json, "heartbeat_every_ms",
+        json_integer (gateway_heartbeat_every_ms (s->grace_s, ppm_clock_scale ())));
     json_object_set_new (json, "seq", json_integer ((json_int_t)s->seq));
     json_object_set_new (json, "now", json_integer (s->now_ms));
     return json;

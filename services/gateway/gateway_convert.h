@@ -39,8 +39,13 @@ int gateway_rates_from_json (json_t *body, bool role, protobuf_c_boolean *call_s
                              ppm_status_t **errors);
 
 json_t *gateway_quote_json (const Ppm__V1__Quote *quote);
+/* How often, in real ms, a client should send heartbeats to a session
+   with this grace (ppm seconds) under this time scale: a third of the
+   grace, at most 10 s, at least 250 ms. */
+int64_t gateway_heartbeat_every_ms (int64_t grace_s, int64_t scale);
 /* The session as payer/payee see it (remaining_ms recomputed by the
-   caller when it has a newer clock reading). */
+   caller when it has a newer clock reading); heartbeat_every_ms is
+   gateway_heartbeat_every_ms under this process's clock scale. */
 json_t *gateway_session_json (const Ppm__V1__Session *session);
 json_t *gateway_payment_json (const Ppm__V1__Payment *payment);
 json_t *gateway_audit_json (const Ppm__V1__AuditEntry *entry);

@@ -109,6 +109,11 @@ scenario('payer pays with the test card, counts down, is warned, tops up, time i
   await pay.click();
   await page.getByRole('timer').waitFor();
   await page.locator('#state-badge').filter({ hasText: 'active' }).waitFor();
+  // the widget's heartbeats must keep the session from pausing (B5's grace)
+  await page.evaluate(() => {
+    window.pausedSeen = false;
+    setInterval(() => { if (!document.getElementById('paused-badge').hidden) window.pausedSeen = true; }, 100);
+  });
   const t0 = seconds(await page.getByRole('timer').textContent());
   await shot(page, 'active-session');
   await page.waitForTimeout(1300);
@@ -128,6 +133,7 @@ scenario('payer pays with the test card, counts down, is warned, tops up, time i
   }, before, { timeout: 5000 });
   // the paid time runs out
   await page.getByText('Time is up.').waitFor({ timeout: 30000 });
+  expect(!(await page.evaluate(() => window.pausedSeen)), 'the session never paused while the widget sent heartbeats');
   expect(await page.getByRole('button', { name: 'Buy more minutes' }).isVisible(), 'buy more is offered');
 });
 

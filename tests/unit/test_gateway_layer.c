@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include "services/gateway/gateway_convert.h"
 #include "services/gateway/gateway_http.h"
 #include "services/gateway/gateway_json.h"
 #include "services/gateway/gateway_router.h"
@@ -179,6 +180,21 @@ test_json_fields (void **state)
     assert_false (gateway_valid_id ("...", 64));
     assert_true (gateway_valid_id ("a..b", 64));
     assert_true (gateway_valid_id ("..a", 64));
+}
+
+/* Heartbeats a third of the grace apart in real time, 250 ms to 10 s. */
+static void
+test_heartbeat_interval (void **state)
+{
+    (void)state;
+    assert_int_equal (gateway_heartbeat_every_ms (60, 1), 10000);
+    assert_int_equal (gateway_heartbeat_every_ms (15, 1), 5000);
+    assert_int_equal (gateway_heartbeat_every_ms (60, 15), 1333);
+    assert_int_equal (gateway_heartbeat_every_ms (60, 60), 333);
+    assert_int_equal (gateway_heartbeat_every_ms (60, 1000), 250);
+    assert_int_equal (gateway_heartbeat_every_ms (0, 1), 250);
+    assert_int_equal (gateway_heartbeat_every_ms (-5, 0), 250);
+    assert_int_equal (gateway_heartbeat_every_ms (INT64_MAX, 1), 10000);
 }
 
 static void
@@ -606,13 +622,10 @@ main (void)
 {
     curl_global_init (CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test (test_router),
-        cmocka_unit_test (test_json_caps),
-        cmocka_unit_test (test_json_fields),
-        cmocka_unit_test (test_error_mapping),
-        cmocka_unit_test (test_http_handoff),
-        cmocka_unit_test (test_http_refusals),
-        cmocka_unit_test (test_http_static_and_stream),
+        cmocka_unit_test (test_router),        cmocka_unit_test (test_json_caps),
+        cmocka_unit_test (test_json_fields),   cmocka_unit_test (test_heartbeat_interval),
+        cmocka_unit_test (test_error_mapping), cmocka_unit_test (test_http_handoff),
+        cmocka_unit_test (test_http_refusals), cmocka_unit_test (test_http_static_and_stream),
     };
     int rc = cmocka_run_group_tests (tests, NULL, NULL);
     curl_global_cleanup ();
