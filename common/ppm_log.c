@@ -154,6 +154,21 @@ s_jwt_length (const char *text)
     return json_header || all_long ? pos : 0;
 }
 
+/* Length of a bare 256-bit key in hex at text: exactly HEX_KEY_LEN hex
+   digits standing alone (the next character ends the word), or 0. The
+   tenants' user-token secrets (no prefix) and the master key look like
+   this; a SHA-256 in hex does too and is masked alike, which costs
+   nothing. Longer runs (dumps) are left alone. */
+#define HEX_KEY_LEN 64
+static size_t
+s_hex_key_length (const char *text)
+{
+    size_t len = strspn (text, "0123456789abcdefABCDEF");
+    if (len != HEX_KEY_LEN || s_is_key_char ((unsigned char)text[len]))
+        return 0;
+    return len;
+}
+
 int
 ppm_redact (char *text)
 {
@@ -188,6 +203,8 @@ ppm_redact (char *text)
                 keep = 0;
         } else if (boundary) {
             token_len = s_jwt_length (read);
+            if (token_len == 0)
+                token_len = s_hex_key_length (read);
         }
         if (token_len == 0) {
             boundary = !s_is_key_char ((unsigned char)*read) && *read != '.';

@@ -10,7 +10,9 @@
     whsec_ webhook secrets, ppm admin keys "ppmak_", Bearer tokens) is masked
     in the message and in every value before it is written: a secret never
     reaches a log, even by mistake. JWT-looking tokens (three base64url
-    parts, the first "eyJ…") are masked too.
+    parts, the first "eyJ…") are masked too, and so is a word of exactly 64
+    hex digits (a 256-bit key in hex: a tenant's user-token secret, which
+    has no prefix, or the master key).
 
     trace_id and tenant appear only when set. A key that names a standard
     field ("msg", "level", …) gets a trailing "_" instead of replacing it.

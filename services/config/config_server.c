@@ -2,7 +2,10 @@
     request, settle which tenant it is for (the envelope's, or the
     message's when the envelope has none; both must agree), call the store,
     reply, and publish config.changed after a committed change. Replies to
-    admins never hold a secret: settings are masked before they leave.
+    admins never hold a stored secret: settings are masked before they
+    leave, and the user-token secret is shown as its mask. The only
+    plaintext an admin gets is what was just made for them, once: a new
+    admin key, a rotated user-token secret.
 */
 #include "config_server.h"
 
@@ -389,6 +392,45 @@ s_get_user_token_secret (ppm_rpc_call_t *call, void *arg)
 }
 
 static void
+s_get_user_token_secret_info (ppm_rpc_call_t *call, void *arg)
+{
+    self_t *self = arg;
+    S_UNPACK (GetUserTokenSecretInfoRequest, get_user_token_secret_info_request, call);
+    ppm_status_t *status = NULL;
+    Ppm__V1__UserTokenSecretInfo *reply = NULL;
+    const char *tenant = s_tenant (call, get_user_token_secret_info_request->tenant_id, &status);
+    if (tenant)
+        status = config_store_get_user_token_secret_info (self->store, tenant, &reply);
+    S_FREE (get_user_token_secret_info_request);
+    s_finish (&call, status, (ProtobufCMessage *)reply);
+    if (reply)
+        S_FREE (reply);
+}
+
+static void
+s_rotate_user_token_secret (ppm_rpc_call_t *call, void *arg)
+{
+    self_t *self = arg;
+    S_UNPACK (RotateUserTokenSecretRequest, rotate_user_token_secret_request, call);
+    ppm_status_t *status = NULL;
+    Ppm__V1__RotateUserTokenSecretReply *reply = NULL;
+    config_change_t change;
+    const char *tenant = s_tenant (call, rotate_user_token_secret_request->tenant_id, &status);
+    if (tenant)
+        status = config_store_rotate_user_token_secret (
+            self->store, tenant, rotate_user_token_secret_request->actor, &reply, &change);
+    S_FREE (rotate_user_token_secret_request);
+    s_finish (&call, status, (ProtobufCMessage *)reply);
+    if (reply) {
+        /* After the reply, so that the caller holds the new secret before
+           any gateway refuses the old one. */
+        s_publish (self, &change);
+        memset (reply->secret, 0, strlen (reply->secret));
+        S_FREE (reply);
+    }
+}
+
+static void
 s_get_snapshot (ppm_rpc_call_t *call, void *arg)
 {
     self_t *self = arg;
@@ -439,6 +481,8 @@ static const struct {
     {"config.ListAudit", s_list_audit},
     {"config.GetSecrets", s_get_secrets},
     {"config.GetUserTokenSecret", s_get_user_token_secret},
+    {"config.GetUserTokenSecretInfo", s_get_user_token_secret_info},
+    {"config.RotateUserTokenSecret", s_rotate_user_token_secret},
     {"config.GetSnapshot", s_get_snapshot},
     {"config.ListRevisions", s_list_revisions},
 };

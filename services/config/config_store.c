@@ -5,7 +5,8 @@
                    change of anything the tenant's quotes depend on)
       settings     one row per tenant: version, the packed ppm.v1.Settings
                    without secrets (data), each secret sealed in its own
-                   bytea column, the sealed user-token secret
+                   bytea column, the sealed user-token secret and when it
+                   was made (user_token_rotated_at_ms)
       user_rates   (tenant, payee) → call/chat per minute, NULL = blank
       role_rates   (tenant, role) → call/chat per minute, priority
       admin_keys   key id → tenant, BLAKE2b hash of the key's secret
@@ -79,6 +80,13 @@ static const ppm_migration_t s_migrations[] = {
      "  old_value text NOT NULL,"
      "  new_value text NOT NULL);"
      "CREATE INDEX audit_tenant ON config.audit (tenant_id, id DESC);"},
+    /* When the user-token secret was made: the admin panel shows its age.
+       Existing secrets date from their tenant's creation. */
+    {2, "user-token secret rotation",
+     "ALTER TABLE config.settings ADD COLUMN user_token_rotated_at_ms bigint;"
+     "UPDATE config.settings s SET user_token_rotated_at_ms = t.created_at_ms "
+     "  FROM config.tenants t WHERE t.tenant_id = s.tenant_id;"
+     "ALTER TABLE config.settings ALTER COLUMN user_token_rotated_at_ms SET NOT NULL;"},
 };
 
 config_store_t *
@@ -375,8 +383,9 @@ s_store_settings (config_store_t *self, const char *tenant, const Ppm__V1__Setti
         result = ppm_pg_exec (self->pg,
                               "INSERT INTO config.settings (tenant_id, version, data, "
                               "stripe_secret_key, stripe_restricted_key, stripe_webhook_secret, "
-                              "user_token_secret, updated_at_ms, updated_by) VALUES ($1, $2, $3, "
-                              "$4, $5, $6, $7, $8, $9)",
+                              "user_token_secret, updated_at_ms, updated_by, "
+                              "user_token_rotated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
+                              "$9, $8)",
                               9, params, NULL);
         free (token);
     } else {
@@ -1220,9 +1229,11 @@ config_store_get_user_token_secret (config_store_t *self, const char *tenant,
     *reply_p = NULL;
     PGresult *res = NULL;
     const char *params[] = {tenant};
-    ppm_pg_result_t result = ppm_pg_exec (
-        self->pg, "SELECT user_token_secret, data FROM config.settings WHERE tenant_id = $1", 1,
-        params, &res);
+    ppm_pg_result_t result =
+        ppm_pg_exec (self->pg,
+                     "SELECT user_token_secret, data, user_token_rotated_at_ms FROM "
+                     "config.settings WHERE tenant_id = $1",
+                     1, params, &res);
     if (result != PPM_PG_OK)
         return s_db_status (self, result, "reading the user-token secret");
     if (PQntuples (res) != 1) {
@@ -1230,12 +1241,15 @@ config_store_get_user_token_secret (config_store_t *self, const char *tenant,
         return ppm_status_new (PPM_NOT_FOUND, "no such tenant");
     }
     char *secret = s_open_column (self, res, 0, 0, tenant, "user_token_secret");
+    int64_t rotated_at_ms = s_int (res, 0, 2);
     size_t size = 0;
     unsigned char *raw = PQunescapeBytea ((const unsigned char *)PQgetvalue (res, 0, 1), &size);
     Ppm__V1__Settings *s = raw ? ppm__v1__settings__unpack (NULL, size, raw) : NULL;
     PQfreemem (raw);
     PQclear (res);
     if (!secret || !s) {
+        if (secret)
+            sodium_memzero (secret, strlen (secret));
         free (secret);
         if (s)
             ppm__v1__settings__free_unpacked (s, NULL);
@@ -1244,6 +1258,7 @@ config_store_get_user_token_secret (config_store_t *self, const char *tenant,
     Ppm__V1__UserTokenSecret *reply = s_alloc (sizeof *reply);
     ppm__v1__user_token_secret__init (reply);
     reply->secret = secret;
+    reply->rotated_at_ms = rotated_at_ms;
     /* Hand over the origins list. */
     reply->cors_allowed_origins = s->cors_allowed_origins;
     reply->n_cors_allowed_origins = s->n_cors_allowed_origins;
@@ -1251,6 +1266,116 @@ config_store_get_user_token_secret (config_store_t *self, const char *tenant,
     s->n_cors_allowed_origins = 0;
     ppm__v1__settings__free_unpacked (s, NULL);
     *reply_p = reply;
+    return NULL;
+}
+
+/* ---- the user-token secret for admins ------------------------------------ */
+
+ppm_status_t *
+config_store_get_user_token_secret_info (config_store_t *self, const char *tenant,
+                                         Ppm__V1__UserTokenSecretInfo **reply_p)
+{
+    *reply_p = NULL;
+    PGresult *res = NULL;
+    const char *params[] = {tenant};
+    ppm_pg_result_t result = ppm_pg_exec (self->pg,
+                                          "SELECT user_token_secret, user_token_rotated_at_ms "
+                                          "FROM config.settings WHERE tenant_id = $1",
+                                          1, params, &res);
+    if (result != PPM_PG_OK)
+        return s_db_status (self, result, "reading the user-token secret");
+    if (PQntuples (res) != 1) {
+        PQclear (res);
+        return ppm_status_new (PPM_NOT_FOUND, "no such tenant");
+    }
+    char *secret = s_open_column (self, res, 0, 0, tenant, "user_token_secret");
+    int64_t rotated_at_ms = s_int (res, 0, 1);
+    PQclear (res);
+    if (!secret)
+        return ppm_status_new (PPM_DATA_LOSS,
+                               "the user-token secret does not open with this master key: "
+                               "rotate it");
+    char mask[32];
+    ppm_mask_secret (secret, mask, sizeof mask);
+    sodium_memzero (secret, strlen (secret));
+    free (secret);
+    Ppm__V1__UserTokenSecretInfo *reply = s_alloc (sizeof *reply);
+    ppm__v1__user_token_secret_info__init (reply);
+    reply->masked = s_dup (mask);
+    reply->rotated_at_ms = rotated_at_ms;
+    *reply_p = reply;
+    return NULL;
+}
+
+ppm_status_t *
+config_store_rotate_user_token_secret (config_store_t *self, const char *tenant, const char *actor,
+                                       Ppm__V1__RotateUserTokenSecretReply **reply_p,
+                                       config_change_t *change)
+{
+    *reply_p = NULL;
+    ppm_pg_result_t result = ppm_pg_begin (self->pg, PPM_PG_READ_COMMITTED);
+    if (result != PPM_PG_OK)
+        return s_db_status (self, result, "rotating the user-token secret");
+    PGresult *res = NULL;
+    const char *one[] = {tenant};
+    result = ppm_pg_exec (self->pg,
+                          "SELECT user_token_secret FROM config.settings WHERE tenant_id = $1 "
+                          "FOR UPDATE",
+                          1, one, &res);
+    if (result != PPM_PG_OK) {
+        s_rollback (self);
+        return s_db_status (self, result, "rotating the user-token secret");
+    }
+    if (PQntuples (res) != 1) {
+        PQclear (res);
+        s_rollback (self);
+        return ppm_status_new (PPM_NOT_FOUND, "no such tenant");
+    }
+    /* The old secret is opened only for its mask in the audit log. One
+       that no longer opens (a new master key) is still replaced: rotating
+       is how such a tenant recovers. */
+    char old_mask[32];
+    char *old = s_open_column (self, res, 0, 0, tenant, "user_token_secret");
+    PQclear (res);
+    if (old) {
+        ppm_mask_secret (old, old_mask, sizeof old_mask);
+        sodium_memzero (old, strlen (old));
+        free (old);
+    } else
+        snprintf (old_mask, sizeof old_mask, "%s", "(did not open)");
+    char secret[65];
+    config_crypto_random_id ("", 64, secret, sizeof secret);
+    char new_mask[32];
+    ppm_mask_secret (secret, new_mask, sizeof new_mask);
+    char *sealed = s_sealed_param (self, tenant, "user_token_secret", secret);
+    char now[32];
+    int64_t now_ms = ppm_clock_now_ms ();
+    snprintf (now, sizeof now, "%lld", (long long)now_ms);
+    const char *params[] = {tenant, sealed, now};
+    result = ppm_pg_exec (self->pg,
+                          "UPDATE config.settings SET user_token_secret = $2, "
+                          "user_token_rotated_at_ms = $3 WHERE tenant_id = $1",
+                          3, params, NULL);
+    free (sealed);
+    if (result == PPM_PG_OK)
+        result = s_audit (self, tenant, actor, "user_token_secret", old_mask, new_mask);
+    if (result == PPM_PG_OK)
+        result = ppm_pg_commit (self->pg);
+    if (result != PPM_PG_OK) {
+        sodium_memzero (secret, sizeof secret);
+        s_rollback (self);
+        return s_db_status (self, result, "rotating the user-token secret");
+    }
+    Ppm__V1__RotateUserTokenSecretReply *reply = s_alloc (sizeof *reply);
+    ppm__v1__rotate_user_token_secret_reply__init (reply);
+    reply->secret = s_dup (secret);
+    reply->masked = s_dup (new_mask);
+    reply->rotated_at_ms = now_ms;
+    sodium_memzero (secret, sizeof secret);
+    *reply_p = reply;
+    /* Quotes do not depend on the secret: no new revision, as for admin
+       keys; the event tells gateways to drop the cached secret. */
+    s_change (change, tenant, 0, 0, "user_token_secret");
     return NULL;
 }
 

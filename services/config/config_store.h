@@ -5,7 +5,8 @@
     Every function takes the tenant it acts for and every statement filters
     on it (B9): no call reads or changes another tenant's rows. Secrets are
     sealed with config_crypto before they reach a statement and opened only
-    for the calls that return them (GetSecrets, GetUserTokenSecret).
+    for the calls that return them (GetSecrets, GetUserTokenSecret) or
+    their mask (GetUserTokenSecretInfo, the audit entry of a rotation).
 
     Replies are protobuf messages built "as if unpacked" (every string and
     array malloc'd), so the caller frees them with the message's
@@ -87,6 +88,20 @@ ppm_status_t *config_store_get_secrets (config_store_t *self, const char *tenant
                                         Ppm__V1__Secrets **reply_p);
 ppm_status_t *config_store_get_user_token_secret (config_store_t *self, const char *tenant,
                                                   Ppm__V1__UserTokenSecret **reply_p);
+/* The user-token secret's mask ("…abcd") and when it was made: no
+   plaintext leaves. DATA_LOSS when it does not open (rotate it then). */
+ppm_status_t *config_store_get_user_token_secret_info (config_store_t *self, const char *tenant,
+                                                       Ppm__V1__UserTokenSecretInfo **reply_p);
+/* Replaces the user-token secret with a fresh random one (64 hex
+   characters), sealed, in one transaction with its audit entry (field
+   "user_token_secret", old and new masked). The reply holds the new
+   secret in clear: the caller zeroes it (sodium_memzero) before freeing.
+   *change gets what = "user_token_secret", revision and version 0 (quotes
+   do not depend on the secret). */
+ppm_status_t *config_store_rotate_user_token_secret (config_store_t *self, const char *tenant,
+                                                     const char *actor,
+                                                     Ppm__V1__RotateUserTokenSecretReply **reply_p,
+                                                     config_change_t *change);
 
 ppm_status_t *config_store_get_snapshot (config_store_t *self, const char *tenant,
                                          const char *rates_cursor, Ppm__V1__Snapshot **reply_p);

@@ -449,6 +449,21 @@ gateway_audit_json (const Ppm__V1__AuditEntry *e)
 }
 
 json_t *
+gateway_user_token_secret_info_json (const Ppm__V1__UserTokenSecretInfo *info)
+{
+    return json_pack ("{s:s, s:I}", "masked", info->masked ? info->masked : "", "rotated_at",
+                      (json_int_t)info->rotated_at_ms);
+}
+
+json_t *
+gateway_rotated_secret_json (const Ppm__V1__RotateUserTokenSecretReply *reply)
+{
+    return json_pack ("{s:s, s:s, s:I}", "secret", reply->secret ? reply->secret : "", "masked",
+                      reply->masked ? reply->masked : "", "rotated_at",
+                      (json_int_t)reply->rotated_at_ms);
+}
+
+json_t *
 gateway_session_event_json (const Ppm__V1__SessionEvent *e)
 {
     json_t *json = json_object ();

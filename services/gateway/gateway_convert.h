@@ -49,6 +49,12 @@ int64_t gateway_heartbeat_every_ms (int64_t grace_s, int64_t scale);
 json_t *gateway_session_json (const Ppm__V1__Session *session);
 json_t *gateway_payment_json (const Ppm__V1__Payment *payment);
 json_t *gateway_audit_json (const Ppm__V1__AuditEntry *entry);
+/* {"masked": "…abcd", "rotated_at": ms}: what an admin may see of the
+   user-token secret. */
+json_t *gateway_user_token_secret_info_json (const Ppm__V1__UserTokenSecretInfo *info);
+/* {"secret": "<64 hex>", "masked", "rotated_at"}: a rotation's answer,
+   the only one that carries the secret. */
+json_t *gateway_rotated_secret_json (const Ppm__V1__RotateUserTokenSecretReply *reply);
 json_t *gateway_session_event_json (const Ppm__V1__SessionEvent *event);
 
 #endif

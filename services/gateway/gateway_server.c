@@ -48,6 +48,8 @@ typedef enum {
     H_PAYMENTS_CSV,
     H_EARNINGS,
     H_AUDIT,
+    H_TOKEN_SECRET_GET,
+    H_TOKEN_SECRET_ROTATE,
     H_ADMIN_HEALTH,
     H_QUOTE,
     H_SESSION_CREATE,
@@ -77,6 +79,8 @@ static const gateway_route_t s_routes[] = {
     {"GET", "/v1/admin/payments.csv", H_PAYMENTS_CSV, GATEWAY_AUTH_ADMIN},
     {"GET", "/v1/admin/earnings", H_EARNINGS, GATEWAY_AUTH_ADMIN},
     {"GET", "/v1/admin/audit", H_AUDIT, GATEWAY_AUTH_ADMIN},
+    {"GET", "/v1/admin/user-token-secret", H_TOKEN_SECRET_GET, GATEWAY_AUTH_ADMIN},
+    {"POST", "/v1/admin/user-token-secret", H_TOKEN_SECRET_ROTATE, GATEWAY_AUTH_ADMIN},
     {"GET", "/v1/admin/health", H_ADMIN_HEALTH, GATEWAY_AUTH_ADMIN},
     {"GET", "/v1/quote", H_QUOTE, GATEWAY_AUTH_USER},
     {"POST", "/v1/sessions", H_SESSION_CREATE, GATEWAY_AUTH_USER},
@@ -150,6 +154,7 @@ struct _s_self_t {
     ppm_events_sub_t *events;
     zhashx_t *admin_cache;  /* sha256(key) hex → s_admin_entry_t */
     zhashx_t *secret_cache; /* tenant → s_secret_entry_t */
+    uint64_t secret_epoch;  /* bumped whenever cached secrets may be stale */
     zhashx_t *roles_seen;   /* tenant|user → s_roles_t: roles from users' own tokens */
     zhashx_t *quote_cache;  /* tenant|payee|kind → s_quote_entry_t */
     zlistx_t *streams;      /* s_stream_t * */
@@ -170,6 +175,7 @@ struct s_ctx_t {
     char tenant[S_ID_MAX + 1];
     char actor[S_ID_MAX + 16]; /* admin: "admin:<key id>" */
     ppm_jwt_claims_t claims;   /* user routes */
+    uint64_t secret_epoch;     /* self's when the tenant's secret was asked for */
     char *allow_origin;        /* CORS origin to echo, when allowed */
     json_t *body;              /* parsed request body */
     ProtobufCMessage *held;    /* a reply a later step needs (quote, session) */
@@ -430,6 +436,7 @@ s_admin_verified (s_self_t *self, s_ctx_t *ctx, ProtobufCMessage *msg)
 }
 
 static void s_user_with_secret (s_self_t *self, s_ctx_t *ctx, s_secret_entry_t *entry);
+static void s_free_secret (void **item);
 
 static void
 s_secret_fetched (s_self_t *self, s_ctx_t *ctx, ProtobufCMessage *msg)
@@ -450,9 +457,18 @@ s_secret_fetched (s_self_t *self, s_ctx_t *ctx, ProtobufCMessage *msg)
     for (size_t i = 0; i < reply->n_cors_allowed_origins; i++)
         zlist_append (entry->origins, reply->cors_allowed_origins[i]);
     entry->expires_us = ppm_clock_real_mono_us () + self->config.auth_cache_ms * 1000;
-    zhashx_update (self->secret_cache, ctx->claims.tid, entry);
+    if (reply->secret && *reply->secret)
+        OPENSSL_cleanse (reply->secret, strlen (reply->secret));
     protobuf_c_message_free_unpacked (msg, NULL);
+    /* A config.changed or a rotation since the question was asked may
+       have made this answer stale: it serves this request (which started
+       before) but is not cached, so the next request asks again. */
+    bool current = ctx->secret_epoch == self->secret_epoch;
+    if (current)
+        zhashx_update (self->secret_cache, ctx->claims.tid, entry);
     s_user_with_secret (self, ctx, entry);
+    if (!current)
+        s_free_secret ((void **)&entry);
 }
 
 static void
@@ -549,6 +565,7 @@ s_authenticate (s_self_t *self, s_ctx_t *ctx)
     }
     Ppm__V1__GetUserTokenSecretRequest msg = PPM__V1__GET_USER_TOKEN_SECRET_REQUEST__INIT;
     msg.tenant_id = ctx->tenant;
+    ctx->secret_epoch = self->secret_epoch;
     s_call (ctx, self->config_rpc, "config", "config.GetUserTokenSecret", &msg.base, true,
             &ppm__v1__user_token_secret__descriptor, s_secret_fetched, true);
 }
@@ -858,6 +875,53 @@ s_audit_reply (s_self_t *self, s_ctx_t *ctx, ProtobufCMessage *msg)
                               reply->next_cursor ? reply->next_cursor : "");
     protobuf_c_message_free_unpacked (msg, NULL);
     s_reply_json (ctx, 200, json);
+}
+
+/* GET /v1/admin/user-token-secret: the mask and age only. */
+static void
+s_token_secret_info_reply (s_self_t *self, s_ctx_t *ctx, ProtobufCMessage *msg)
+{
+    (void)self;
+    json_t *json = gateway_user_token_secret_info_json ((Ppm__V1__UserTokenSecretInfo *)msg);
+    protobuf_c_message_free_unpacked (msg, NULL);
+    s_reply_json (ctx, 200, json);
+}
+
+static void
+s_token_secret_rotated (s_self_t *self, s_ctx_t *ctx, ProtobufCMessage *msg)
+{
+    Ppm__V1__RotateUserTokenSecretReply *reply = (Ppm__V1__RotateUserTokenSecretReply *)msg;
+    /* This gateway refuses the old secret from now on, without waiting for
+       config.changed (other replicas drop it when that event comes; if it
+       is lost, when their cache entry expires: PPM_GATEWAY_AUTH_CACHE). */
+    zhashx_delete (self->secret_cache, ctx->tenant);
+    self->secret_epoch++;
+    json_t *json = gateway_rotated_secret_json (reply);
+    if (reply->secret && *reply->secret)
+        OPENSSL_cleanse (reply->secret, strlen (reply->secret));
+    protobuf_c_message_free_unpacked (msg, NULL);
+    gateway_req_add_header (ctx->req, "Cache-Control", "no-store");
+    s_reply_json (ctx, 200, json);
+}
+
+/* POST /v1/admin/user-token-secret: no query, no body or an empty
+   object. Not idempotent: each call makes a new secret. */
+static void
+s_token_secret_rotate (s_self_t *self, s_ctx_t *ctx)
+{
+    static const char *const none[] = {NULL};
+    if (s_check_query (ctx, none) || s_parse_body (ctx, true))
+        return;
+    ppm_status_t *errors = NULL;
+    if (gateway_json_refuse_unknown (ctx->body, none, &errors)) {
+        s_reply_invalid (ctx, &errors);
+        return;
+    }
+    Ppm__V1__RotateUserTokenSecretRequest msg = PPM__V1__ROTATE_USER_TOKEN_SECRET_REQUEST__INIT;
+    msg.tenant_id = ctx->tenant;
+    msg.actor = ctx->actor;
+    s_call (ctx, self->config_rpc, "config", "config.RotateUserTokenSecret", &msg.base, false,
+            &ppm__v1__rotate_user_token_secret_reply__descriptor, s_token_secret_rotated, false);
 }
 
 /* Health: each service is asked an unknown method; any answer (even
@@ -1505,8 +1569,11 @@ s_on_event (const ppm_event_t *event, void *arg)
 {
     s_self_t *self = arg;
     if (strcmp (event->name, "config.changed") == 0) {
-        /* secrets, origins, rates may have changed: forget this tenant's */
+        /* secrets (a rotated user-token secret: what = user_token_secret),
+           origins, rates may have changed: forget this tenant's, and
+           cache no answer to a question asked before */
         zhashx_delete (self->secret_cache, event->tenant_id);
+        self->secret_epoch++;
         zhashx_purge (self->quote_cache);
         Ppm__V1__ConfigChanged *changed =
             ppm__v1__config_changed__unpack (NULL, event->size, event->payload);
@@ -1761,6 +1828,21 @@ s_dispatch (s_self_t *self, s_ctx_t *ctx)
                     &ppm__v1__list_audit_reply__descriptor, s_audit_reply, false);
             return;
         }
+        case H_TOKEN_SECRET_GET: {
+            static const char *const none[] = {NULL};
+            if (s_check_query (ctx, none))
+                return;
+            Ppm__V1__GetUserTokenSecretInfoRequest msg =
+                PPM__V1__GET_USER_TOKEN_SECRET_INFO_REQUEST__INIT;
+            msg.tenant_id = ctx->tenant;
+            s_call (ctx, self->config_rpc, "config", "config.GetUserTokenSecretInfo", &msg.base,
+                    true, &ppm__v1__user_token_secret_info__descriptor, s_token_secret_info_reply,
+                    false);
+            return;
+        }
+        case H_TOKEN_SECRET_ROTATE:
+            s_token_secret_rotate (self, ctx);
+            return;
         case H_ADMIN_HEALTH:
             s_admin_health (self, ctx);
             return;
@@ -1972,6 +2054,7 @@ s_free_secret (void **item)
 {
     s_secret_entry_t *e = *item;
     if (e) {
+        OPENSSL_cleanse (e->secret, sizeof e->secret);
         zlist_destroy (&e->origins);
         free (e);
     }

@@ -6,7 +6,9 @@
 
     Every request goes: route table → credentials (admin key through
     config.VerifyAdminKey, or user token verified with the tenant's secret
-    from config.GetUserTokenSecret; both cached for PPM_GATEWAY_AUTH_CACHE)
+    from config.GetUserTokenSecret; both cached for PPM_GATEWAY_AUTH_CACHE
+    and dropped on the tenant's config.changed, and a tenant's secret at
+    once when an admin rotates it through this gateway)
     → the route's handler, which chains asynchronous RPCs and answers. A
     service that does not answer within the RPC deadline gives 503 with
     Retry-After; the gateway never waits longer than that.

@@ -43,6 +43,7 @@ if [ "${1:-}" = "--demo" ]; then
     # shellcheck disable=SC1090
     . "$env_file"
     set +a
+    export PPM_BROWSER_DEMO=1 # keep the demo tenant's secret: run/demo.env's tokens use it
     cd tests/browser && exec node scenarios.mjs
 fi
 

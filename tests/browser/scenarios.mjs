@@ -8,9 +8,12 @@
 //   README's pictures there). The payer scenario needs a time scale
 //   (PPM_TIME_SCALE of the stack) and the settings run.sh gives the tenant.
 //   PPM_SCENARIOS (a regular expression) runs only the matching scenarios.
+//   PPM_BROWSER_DEMO=1 (run.sh --demo) leaves out the scenario that rotates
+//   the tenant's user-token secret, which would void run/demo.env's tokens.
 // Prints one line per scenario and the closing "N passed, N failed".
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -186,6 +189,68 @@ scenario('pages work by keyboard at phone width', async (page) => {
   });
   expect(wide.length === 0, 'nothing wider than 375 px: ' + wide.join(', '));
 });
+
+/* A user token signed with secret, as a platform's backend would make it. */
+function hs256(secret, sub) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const body = part({ alg: 'HS256', typ: 'JWT' }) + '.' +
+    part({ tid: tenant, sub, roles: [], exp: Math.floor(Date.now() / 1000) + 600 });
+  return body + '.' + crypto.createHmac('sha256', secret).update(body).digest('base64url');
+}
+async function userStatus(userToken) {
+  const res = await fetch(base + '/v1/quote?payee=' + encodeURIComponent(payee) + '&kind=chat',
+    { headers: { Authorization: 'Bearer ' + userToken } });
+  return res.status;
+}
+
+if (process.env.PPM_BROWSER_DEMO !== '1') {
+  scenario('admin rotates the user-token secret and sees the new one once', async (page) => {
+    const before = token('u_rotation');
+    expect(await userStatus(before) === 200, 'a token of the current secret works');
+    await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
+    await page.goto(base + '/admin.html#key=' + encodeURIComponent(adminKey));
+    await page.getByRole('tab', { name: 'User tokens' }).click();
+    await page.getByText(/signed with HS256/).waitFor();
+    expect(await page.locator('#tokens-tenant').textContent() === tenant, 'the tid to put in tokens');
+    const mask = page.locator('#token-secret-mask');
+    await mask.filter({ hasText: /^…[0-9a-f]{4}$/ }).waitFor();
+    const oldMask = await mask.textContent();
+    expect((await page.locator('#token-secret-rotated').textContent()) !== '', 'when it was made');
+    // the confirmation warns; Cancel (focused first) changes nothing
+    await page.getByRole('button', { name: 'Rotate secret' }).click();
+    const dialog = page.getByRole('dialog');
+    await dialog.getByText(/stops working at once/).waitFor();
+    expect(await page.evaluate(() => document.activeElement.id) === 'rotate-cancel', 'Cancel has the focus');
+    await page.keyboard.press('Enter');
+    await dialog.waitFor({ state: 'hidden' });
+    expect(await userStatus(before) === 200, 'Cancel rotates nothing');
+    // rotate: the new secret once, with a copy button
+    await page.getByRole('button', { name: 'Rotate secret' }).click();
+    await dialog.getByRole('button', { name: 'Rotate now' }).click();
+    const field = dialog.getByLabel('New signing secret');
+    await field.waitFor();
+    const secret = await field.inputValue();
+    expect(/^[0-9a-f]{64}$/.test(secret), 'the new secret is shown: ' + secret);
+    await dialog.getByText(/not shown again/).waitFor();
+    await dialog.getByRole('button', { name: 'Copy' }).click();
+    await dialog.getByText('Copied.').waitFor();
+    expect(await page.evaluate(() => navigator.clipboard.readText()) === secret, 'Copy puts it on the clipboard');
+    expect(await userStatus(before) === 401, 'a token of the old secret is refused at once');
+    expect(await userStatus(hs256(secret, 'u_rotation')) === 200, 'a token signed with the new secret works');
+    await dialog.getByRole('button', { name: 'Done' }).click();
+    await dialog.waitFor({ state: 'hidden' });
+    expect(await page.locator('#rotate-secret').inputValue() === '', 'the page forgets the secret once the dialog is closed');
+    expect(await mask.textContent() === '…' + secret.slice(-4) && oldMask !== '…' + secret.slice(-4), 'the new mask');
+    // after a reload only the mask is there; the audit log has the rotation, masked
+    await page.reload();
+    await page.getByRole('tab', { name: 'User tokens' }).click();
+    await mask.filter({ hasText: '…' + secret.slice(-4) }).waitFor();
+    await page.getByRole('tab', { name: 'Audit log' }).click();
+    await page.getByRole('cell', { name: 'user_token_secret' }).first().waitFor();
+    expect(!(await page.content()).includes(secret), 'no page shows the secret again');
+    expect(await userStatus(token('u_rotation')) === 200, 'ppmctl mints with the new secret');
+  });
+}
 
 // playwright-core gives every launch a fresh, empty --user-data-dir of its own.
 const browser = await chromium.launch({

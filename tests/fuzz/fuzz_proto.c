@@ -150,6 +150,10 @@ s_check (const ProtobufCMessageDescriptor *d, ProtobufCMessage *msg)
         s_json (gateway_user_rates_json ((Ppm__V1__UserRates *)msg));
     else if (d == &ppm__v1__role_rates__descriptor)
         s_json (gateway_role_rates_json ((Ppm__V1__RoleRates *)msg));
+    else if (d == &ppm__v1__user_token_secret_info__descriptor)
+        s_json (gateway_user_token_secret_info_json ((Ppm__V1__UserTokenSecretInfo *)msg));
+    else if (d == &ppm__v1__rotate_user_token_secret_reply__descriptor)
+        s_json (gateway_rotated_secret_json ((Ppm__V1__RotateUserTokenSecretReply *)msg));
     else if (d == &ppm__v1__status__descriptor) {
         ppm_status_t *status = ppm_status_from_proto ((Ppm__V1__Status *)msg);
         ppm_status_destroy (&status);

@@ -94,6 +94,10 @@ static const ProtobufCMessageDescriptor *const s_messages[] = {
     &ppm__v1__status__descriptor,
     &ppm__v1__field_violation__descriptor,
     &ppm__v1__money__descriptor,
+    &ppm__v1__get_user_token_secret_info_request__descriptor,
+    &ppm__v1__user_token_secret_info__descriptor,
+    &ppm__v1__rotate_user_token_secret_request__descriptor,
+    &ppm__v1__rotate_user_token_secret_reply__descriptor,
 };
 
 #endif

@@ -57,6 +57,8 @@ static const s_fuzz_method_t s_fuzz_methods[] = {
     {"config.ListAudit", &ppm__v1__list_audit_request__descriptor},
     {"config.GetSecrets", &ppm__v1__get_secrets_request__descriptor},
     {"config.GetUserTokenSecret", &ppm__v1__get_user_token_secret_request__descriptor},
+    {"config.GetUserTokenSecretInfo", &ppm__v1__get_user_token_secret_info_request__descriptor},
+    {"config.RotateUserTokenSecret", &ppm__v1__rotate_user_token_secret_request__descriptor},
     {"config.GetSnapshot", &ppm__v1__get_snapshot_request__descriptor},
     {"config.ListRevisions", &ppm__v1__list_revisions_request__descriptor},
     {"rate.Quote", &ppm__v1__quote_request__descriptor},

@@ -271,6 +271,15 @@ main (int argc, char **argv)
     payment.currency = "USD";
     payment.amount = 3000;
     s_proto ("payment", &payment.base);
+    Ppm__V1__UserTokenSecretInfo token_info = PPM__V1__USER_TOKEN_SECRET_INFO__INIT;
+    token_info.masked = "…cdef";
+    token_info.rotated_at_ms = S_NOW_MS;
+    s_proto ("user_token_secret_info", &token_info.base);
+    Ppm__V1__RotateUserTokenSecretReply rotated = PPM__V1__ROTATE_USER_TOKEN_SECRET_REPLY__INIT;
+    rotated.secret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    rotated.masked = "…cdef";
+    rotated.rotated_at_ms = S_NOW_MS;
+    s_proto ("rotate_user_token_secret_reply", &rotated.base);
 
     ppm_status_t *status = ppm_status_new (PPM_INVALID_ARGUMENT, "2 fields are invalid");
     ppm_status_add_field (status, "minutes", "must be 1..100000");
@@ -298,6 +307,10 @@ main (int argc, char **argv)
     s_envelope ("unknown_method", 0, req, 1, "rate.Nope", 14, 0, NULL, NULL);
     s_envelope ("wrong_payload", 0, req, 1, "metering.Create", 15, 0, &settings->base, NULL);
     s_envelope ("two_frames", 2, req, 1, "rate.Quote", 16, 0, &quote_req.base, NULL);
+    Ppm__V1__RotateUserTokenSecretRequest rotate = PPM__V1__ROTATE_USER_TOKEN_SECRET_REQUEST__INIT;
+    rotate.actor = "admin:0123456789abcdef";
+    s_envelope ("rotate_user_token_secret", 0, req, 1, "config.RotateUserTokenSecret", 17, 0,
+                &rotate.base, NULL);
     s_envelope ("reply_ok", 1, rep, 1, "rate.Quote", 1, 0, &quote.quote.base, NULL);
     s_envelope ("reply_status", 1, rep, 1, "rate.Quote", 1, 0, NULL, status_proto);
     s_envelope ("reply_late", 1, rep, 1, "rate.Quote", 2, 0, &quote.quote.base, NULL);

@@ -2,8 +2,8 @@
     on tcp://127.0.0.1:*, real PostgreSQL (PPM_TEST_PG_URL), real ZeroMQ.
     Covers plan gating both ways, optimistic concurrency, field violations
     over the wire, secrets (never in replies, audit, logs or the database in
-    clear), admin keys, rates, audit, cross-tenant isolation, snapshots and
-    config.changed. */
+    clear), admin keys, rates, audit, cross-tenant isolation, snapshots,
+    config.changed and the rotation of the user-token secret. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -811,6 +811,187 @@ test_events_snapshot_token_secret (void **state)
     protobuf_c_message_free_unpacked (&alive->base, NULL);
 }
 
+/* The user-token secret of tenant (caller frees) and when it was made. */
+static char *
+s_token_secret (const char *tenant, int64_t *rotated_at_ms)
+{
+    Ppm__V1__GetUserTokenSecretRequest req = PPM__V1__GET_USER_TOKEN_SECRET_REQUEST__INIT;
+    Ppm__V1__UserTokenSecret *reply = NULL;
+    s_ok (s_call ("config.GetUserTokenSecret", tenant, &req,
+                  &ppm__v1__user_token_secret__descriptor, &reply));
+    char *secret = strdup (reply->secret);
+    if (rotated_at_ms)
+        *rotated_at_ms = reply->rotated_at_ms;
+    protobuf_c_message_free_unpacked (&reply->base, NULL);
+    return secret;
+}
+
+static Ppm__V1__UserTokenSecretInfo *
+s_token_info (const char *tenant)
+{
+    Ppm__V1__GetUserTokenSecretInfoRequest req = PPM__V1__GET_USER_TOKEN_SECRET_INFO_REQUEST__INIT;
+    Ppm__V1__UserTokenSecretInfo *info = NULL;
+    s_ok (s_call ("config.GetUserTokenSecretInfo", tenant, &req,
+                  &ppm__v1__user_token_secret_info__descriptor, &info));
+    return info;
+}
+
+/* "…" + the last 4 characters of secret. */
+static void
+s_mask_of (const char *secret, char out[16])
+{
+    snprintf (out, 16, "…%s", secret + strlen (secret) - 4);
+}
+
+static void
+test_user_token_secret_rotation (void **state)
+{
+    (void)state;
+    char a[64], b[64];
+    s_tenant ("pro", a, NULL);
+    s_tenant ("pro", b, NULL);
+    int64_t created_at = 0;
+    char *old_a = s_token_secret (a, &created_at);
+    char *old_b = s_token_secret (b, NULL);
+    assert_int_equal (strlen (old_a), 64);
+    assert_true (created_at > 0);
+
+    /* Admins see the mask and the age only. */
+    char mask[16];
+    s_mask_of (old_a, mask);
+    Ppm__V1__UserTokenSecretInfo *info = s_token_info (a);
+    assert_string_equal (info->masked, mask);
+    assert_int_equal (info->rotated_at_ms, created_at);
+    protobuf_c_message_free_unpacked (&info->base, NULL);
+
+    ppm_events_sub_t *sub = ppm_events_sub_new (s_pub);
+    char topic[128];
+    snprintf (topic, sizeof topic, "config.changed.%s", a);
+    ppm_events_subscribe (sub, topic);
+    zclock_sleep (200); /* slow joiner */
+
+    Ppm__V1__RotateUserTokenSecretRequest req = PPM__V1__ROTATE_USER_TOKEN_SECRET_REQUEST__INIT;
+    req.actor = "admin@acme";
+    Ppm__V1__RotateUserTokenSecretReply *rotated = NULL;
+    s_ok (s_call ("config.RotateUserTokenSecret", a, &req,
+                  &ppm__v1__rotate_user_token_secret_reply__descriptor, &rotated));
+    char *new_a = strdup (rotated->secret);
+    assert_int_equal (strlen (new_a), 64);
+    assert_int_equal (strspn (new_a, "0123456789abcdef"), 64);
+    assert_string_not_equal (new_a, old_a);
+    char new_mask[16];
+    s_mask_of (new_a, new_mask);
+    assert_string_equal (rotated->masked, new_mask);
+    assert_true (rotated->rotated_at_ms >= created_at);
+    int64_t rotated_at = rotated->rotated_at_ms;
+    protobuf_c_message_free_unpacked (&rotated->base, NULL);
+
+    /* The gateways hear of it: what = user_token_secret. */
+    Ppm__V1__ConfigChanged *event = NULL;
+    assert_int_equal (ppm_events_sub_wait (sub, 3000, s_on_event, &event), 1);
+    assert_non_null (event);
+    assert_string_equal (event->tenant_id, a);
+    assert_string_equal (event->what, "user_token_secret");
+    ppm__v1__config_changed__free_unpacked (event, NULL);
+    ppm_events_sub_destroy (&sub);
+
+    /* The services get the new one; the other tenant keeps its own. */
+    int64_t now_at = 0;
+    char *now_a = s_token_secret (a, &now_at);
+    assert_string_equal (now_a, new_a);
+    assert_int_equal (now_at, rotated_at);
+    free (now_a);
+    char *now_b = s_token_secret (b, NULL);
+    assert_string_equal (now_b, old_b);
+    free (now_b);
+    info = s_token_info (a);
+    assert_string_equal (info->masked, new_mask);
+    assert_int_equal (info->rotated_at_ms, rotated_at);
+    protobuf_c_message_free_unpacked (&info->base, NULL);
+
+    /* The audit log: one entry, masked both ways; none for tenant B. */
+    Ppm__V1__ListAuditRequest areq = PPM__V1__LIST_AUDIT_REQUEST__INIT;
+    Ppm__V1__ListAuditReply *audit = NULL;
+    s_ok (s_call ("config.ListAudit", a, &areq, &ppm__v1__list_audit_reply__descriptor, &audit));
+    size_t seen = 0;
+    for (size_t i = 0; i < audit->n_entries; i++) {
+        const Ppm__V1__AuditEntry *e = audit->entries[i];
+        assert_null (strstr (e->old_value, old_a));
+        assert_null (strstr (e->new_value, new_a));
+        assert_null (strstr (e->new_value, old_a));
+        if (streq (e->field, "user_token_secret")) {
+            seen++;
+            assert_string_equal (e->actor, "admin@acme");
+            assert_string_equal (e->old_value, mask);
+            assert_string_equal (e->new_value, new_mask);
+        }
+    }
+    assert_int_equal (seen, 1);
+    assert_string_equal (audit->entries[0]->field, "user_token_secret");
+    protobuf_c_message_free_unpacked (&audit->base, NULL);
+    s_ok (s_call ("config.ListAudit", b, &areq, &ppm__v1__list_audit_reply__descriptor, &audit));
+    for (size_t i = 0; i < audit->n_entries; i++)
+        assert_string_not_equal (audit->entries[i]->field, "user_token_secret");
+    protobuf_c_message_free_unpacked (&audit->base, NULL);
+
+    /* The database: neither secret in clear (nor hex-decoded) anywhere in
+       the tenant's settings row or in the audit table. */
+    PGconn *db = PQconnectdb (getenv ("PPM_TEST_PG_URL"));
+    assert_int_equal (PQstatus (db), CONNECTION_OK);
+    const char *params[] = {a};
+    PGresult *res = PQexecParams (db, "SELECT s::text FROM config.settings s WHERE tenant_id = $1",
+                                  1, NULL, params, NULL, NULL, 0);
+    assert_int_equal (PQntuples (res), 1);
+    const char *row = PQgetvalue (res, 0, 0);
+    assert_null (strstr (row, new_a));
+    assert_null (strstr (row, old_a));
+    PQclear (res);
+    res = PQexecParams (db, "SELECT user_token_secret FROM config.settings WHERE tenant_id = $1", 1,
+                        NULL, params, NULL, NULL, 1 /* binary */);
+    assert_int_equal (PQntuples (res), 1);
+    assert_false (s_contains (PQgetvalue (res, 0, 0), (size_t)PQgetlength (res, 0, 0), new_a));
+    assert_true (PQgetlength (res, 0, 0) > 64); /* sealed: nonce, MAC, tenant, field */
+    PQclear (res);
+    res = PQexec (db, "SELECT coalesce(string_agg(old_value || new_value, ' '), '') FROM "
+                      "config.audit");
+    assert_null (strstr (PQgetvalue (res, 0, 0), new_a));
+    assert_null (strstr (PQgetvalue (res, 0, 0), old_a));
+    PQclear (res);
+    PQfinish (db);
+
+    /* The logs. */
+    FILE *log = fopen (s_log_path, "r");
+    assert_non_null (log);
+    char line[8192];
+    while (fgets (line, sizeof line, log))
+        if (strstr (line, new_a) || strstr (line, old_a))
+            fail_msg ("user-token secret in log line: %s", line);
+    fclose (log);
+
+    /* Refusals: no tenant, an unknown tenant, envelope and message apart. */
+    s_expect (s_call ("config.RotateUserTokenSecret", NULL, &req,
+                      &ppm__v1__rotate_user_token_secret_reply__descriptor, &rotated),
+              PPM_INVALID_ARGUMENT);
+    s_expect (s_call ("config.RotateUserTokenSecret", "t_00000000000000000000", &req,
+                      &ppm__v1__rotate_user_token_secret_reply__descriptor, &rotated),
+              PPM_NOT_FOUND);
+    req.tenant_id = b;
+    s_expect (s_call ("config.RotateUserTokenSecret", a, &req,
+                      &ppm__v1__rotate_user_token_secret_reply__descriptor, &rotated),
+              PPM_PERMISSION_DENIED);
+    Ppm__V1__GetUserTokenSecretInfoRequest ireq = PPM__V1__GET_USER_TOKEN_SECRET_INFO_REQUEST__INIT;
+    s_expect (s_call ("config.GetUserTokenSecretInfo", "t_00000000000000000000", &ireq,
+                      &ppm__v1__user_token_secret_info__descriptor, &info),
+              PPM_NOT_FOUND);
+    now_b = s_token_secret (b, NULL);
+    assert_string_equal (now_b, old_b);
+    free (now_b);
+
+    free (old_a);
+    free (old_b);
+    free (new_a);
+}
+
 static void
 test_refuses_to_start_without_database (void **state)
 {
@@ -841,6 +1022,7 @@ main (void)
         cmocka_unit_test (test_rates_and_pagination),
         cmocka_unit_test (test_cross_tenant_impossible),
         cmocka_unit_test (test_events_snapshot_token_secret),
+        cmocka_unit_test (test_user_token_secret_rotation),
         cmocka_unit_test (test_refuses_to_start_without_database),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);

@@ -5,6 +5,8 @@
     opens a session, is declined, pays, gets funded time (payment's outbox →
     metering.Fund), listens to the session's events, and ends the session;
     the admin sees the payment in the ledger, the CSV and the earnings.
+    Then the tenant's user-token secret is rotated through the admin API:
+    tokens signed with the old one are refused at once, the new one works.
 
     Skips (does not fail) when a service binary is not built yet. */
 #include <setjmp.h>
@@ -490,12 +492,192 @@ test_paid_session_end_to_end (void **state)
     assert_null (strstr (r.body, "down"));
 }
 
+/* Creates a tenant through config; writes its id and first admin key. */
+static void
+s_create_tenant (const char *name, char id[64], char key[256])
+{
+    ppm_rpc_client_t *config = ppm_rpc_client_new (S.config_ep);
+    Ppm__V1__CreateTenantRequest create = PPM__V1__CREATE_TENANT_REQUEST__INIT;
+    create.name = (char *)name;
+    create.plan = "pro";
+    create.actor = "test";
+    ppm_rpc_req_t req = {.method = "config.CreateTenant", .timeout_ms = 5000};
+    Ppm__V1__CreateTenantReply *created = NULL;
+    ppm_status_t *st = ppm_rpc_client_call_sync (config, &req, &create.base,
+                                                 &ppm__v1__create_tenant_reply__descriptor,
+                                                 (ProtobufCMessage **)&created);
+    ppm_rpc_client_destroy (&config);
+    if (st)
+        fail_msg ("CreateTenant: %s", ppm_status_message (st));
+    snprintf (id, 64, "%s", created->tenant->tenant_id);
+    snprintf (key, 256, "%s", created->admin_key);
+    protobuf_c_message_free_unpacked (&created->base, NULL);
+}
+
+/* The tenant's user-token secret as config has it (caller frees). */
+static char *
+s_secret_of (const char *tenant)
+{
+    ppm_rpc_client_t *config = ppm_rpc_client_new (S.config_ep);
+    Ppm__V1__GetUserTokenSecretRequest get = PPM__V1__GET_USER_TOKEN_SECRET_REQUEST__INIT;
+    ppm_rpc_req_t req = {
+        .method = "config.GetUserTokenSecret", .tenant = tenant, .timeout_ms = 5000};
+    Ppm__V1__UserTokenSecret *secret = NULL;
+    ppm_status_t *st =
+        ppm_rpc_client_call_sync (config, &req, &get.base, &ppm__v1__user_token_secret__descriptor,
+                                  (ProtobufCMessage **)&secret);
+    ppm_rpc_client_destroy (&config);
+    if (st)
+        fail_msg ("GetUserTokenSecret: %s", ppm_status_message (st));
+    char *out = strdup (secret->secret);
+    protobuf_c_message_free_unpacked (&secret->base, NULL);
+    return out;
+}
+
+/* The status of a user route (a quote: 200 for any valid token, free or
+   paid) called with token. */
+static long
+s_user_status (const char *token)
+{
+    s_resp_t r;
+    s_http ("GET", "/v1/quote?payee=u_coach&kind=chat", token, NULL, NULL, 0, &r);
+    return r.status;
+}
+
+/* A platform's backend gets the secret through the admin API, rotates it,
+   and signs with the new one: the old tokens stop at once, even those
+   whose secret the gateway had cached; the GET shows only a mask; another
+   tenant's key rotates its own tenant's secret only. */
+static void
+test_user_token_secret_rotation (void **state)
+{
+    (void)state;
+    if (!S.gateway)
+        skip ();
+    s_resp_t r;
+    char other[64], other_key[256];
+    s_create_tenant ("Gateway e2e other", other, other_key);
+    char *old = s_secret_of (S.tenant);
+    char *other_old = s_secret_of (other);
+    char *old_token = s_token ("u_rotation", old);
+    char mask[16];
+    snprintf (mask, sizeof mask, "…%s", old + 60);
+
+    /* GET: that a secret exists, its mask and its age; never the secret */
+    s_http ("GET", "/v1/admin/user-token-secret", S.admin_key, NULL, NULL, 0, &r);
+    assert_int_equal (r.status, 200);
+    assert_null (strstr (r.body, old));
+    json_t *info = json_loads (r.body, 0, NULL);
+    assert_non_null (info);
+    assert_string_equal (s_str (info, "masked"), mask);
+    assert_null (json_object_get (info, "secret"));
+    int64_t created_at = json_integer_value (json_object_get (info, "rotated_at"));
+    assert_true (created_at > 0);
+    json_decref (info);
+
+    /* the old token works, and the gateway now caches the old secret */
+    assert_int_equal (s_user_status (old_token), 200);
+    assert_int_equal (s_user_status (old_token), 200);
+
+    /* no key, a user token for a key, unknown input: refused, nothing rotated */
+    s_http ("POST", "/v1/admin/user-token-secret", NULL, "{}", NULL, 0, &r);
+    assert_int_equal (r.status, 401);
+    assert_non_null (strstr (r.body, "\"error\""));
+    s_http ("GET", "/v1/admin/user-token-secret", NULL, NULL, NULL, 0, &r);
+    assert_int_equal (r.status, 401);
+    s_http ("POST", "/v1/admin/user-token-secret", old_token, "{}", NULL, 0, &r);
+    assert_int_equal (r.status, 401);
+    s_http ("POST", "/v1/admin/user-token-secret", S.admin_key, "{\"secret\":\"mine\"}", NULL, 0,
+            &r);
+    assert_int_equal (r.status, 400);
+    assert_non_null (strstr (r.body, "\"field\":\"secret\""));
+    s_http ("PUT", "/v1/admin/user-token-secret", S.admin_key, "{}", NULL, 0, &r);
+    assert_int_equal (r.status, 405);
+
+    /* another tenant's key: rotates that tenant's secret, not this one's,
+       and cannot name this tenant */
+    char path[256];
+    snprintf (path, sizeof path, "/v1/admin/user-token-secret?tenant_id=%s", S.tenant);
+    s_http ("POST", path, other_key, NULL, NULL, 0, &r);
+    assert_int_equal (r.status, 400);
+    s_http ("POST", "/v1/admin/user-token-secret", other_key, NULL, NULL, 0, &r);
+    assert_int_equal (r.status, 200);
+    json_t *theirs = json_loads (r.body, 0, NULL);
+    assert_non_null (theirs);
+    assert_string_not_equal (s_str (theirs, "secret"), other_old);
+    assert_string_not_equal (s_str (theirs, "secret"), old);
+    json_decref (theirs);
+    char *still = s_secret_of (S.tenant);
+    assert_string_equal (still, old);
+    free (still);
+    assert_int_equal (s_user_status (old_token), 200);
+
+    /* rotate: the new secret, shown once, not to be cached */
+    s_http ("POST", "/v1/admin/user-token-secret", S.admin_key, "{}", NULL, 0, &r);
+    if (r.status != 200)
+        print_message ("POST /v1/admin/user-token-secret: %s\n", r.body);
+    assert_int_equal (r.status, 200);
+    assert_non_null (strcasestr (r.headers, "Cache-Control: no-store"));
+    json_t *rotated = json_loads (r.body, 0, NULL);
+    assert_non_null (rotated);
+    char *fresh = strdup (s_str (rotated, "secret"));
+    assert_int_equal (strlen (fresh), 64);
+    assert_int_equal (strspn (fresh, "0123456789abcdef"), 64);
+    assert_string_not_equal (fresh, old);
+    char fresh_mask[16];
+    snprintf (fresh_mask, sizeof fresh_mask, "…%s", fresh + 60);
+    assert_string_equal (s_str (rotated, "masked"), fresh_mask);
+    assert_true (json_integer_value (json_object_get (rotated, "rotated_at")) >= created_at);
+    json_decref (rotated);
+
+    /* at once: the old token refused, one signed with the new secret taken */
+    assert_int_equal (s_user_status (old_token), 401);
+    char *new_token = s_token ("u_rotation", fresh);
+    assert_int_equal (s_user_status (new_token), 200);
+    assert_int_equal (s_user_status (old_token), 401);
+    char *now = s_secret_of (S.tenant);
+    assert_string_equal (now, fresh);
+    free (now);
+    char *other_now = s_secret_of (other);
+    assert_string_not_equal (other_now, fresh);
+    free (other_now);
+
+    /* the GET shows the new mask only; the audit log the rotation, masked */
+    s_http ("GET", "/v1/admin/user-token-secret", S.admin_key, NULL, NULL, 0, &r);
+    assert_int_equal (r.status, 200);
+    assert_null (strstr (r.body, fresh));
+    assert_non_null (strstr (r.body, fresh_mask));
+    s_http ("GET", "/v1/admin/audit", S.admin_key, NULL, NULL, 0, &r);
+    assert_int_equal (r.status, 200);
+    assert_non_null (strstr (r.body, "\"field\":\"user_token_secret\""));
+    assert_non_null (strstr (r.body, fresh_mask));
+    assert_null (strstr (r.body, fresh));
+    assert_null (strstr (r.body, old));
+
+    /* the route has its own label in the metrics */
+    s_http ("GET", "/metrics", NULL, NULL, NULL, 0, &r);
+    assert_int_equal (r.status, 200);
+    assert_non_null (strstr (r.body, "route=\"/v1/admin/user-token-secret\",status=\"200\""));
+
+    /* later tests sign with the tenant's current secret */
+    free (S.payer);
+    free (S.payee);
+    S.payer = s_token ("u_payer", fresh);
+    S.payee = s_token ("u_coach", fresh);
+    free (new_token);
+    free (fresh);
+    free (old_token);
+    free (other_old);
+    free (old);
+}
+
 int
 main (void)
 {
     curl_global_init (CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test (test_paid_session_end_to_end),
+        cmocka_unit_test (test_user_token_secret_rotation),
     };
     int rc = cmocka_run_group_tests (tests, s_setup, s_teardown);
     curl_global_cleanup ();

@@ -30,8 +30,15 @@
 #include "proto/rate.pb-c.h"
 #include "services/gateway/gateway_server.h"
 
-#define SECRET_A "secret-of-tenant-a-0123456789abcdef0123456789abcdef0123456789ab"
-#define SECRET_B "secret-of-tenant-b-0123456789abcdef0123456789abcdef0123456789ab"
+#define SECRET_A  "secret-of-tenant-a-0123456789abcdef0123456789abcdef0123456789ab"
+#define SECRET_B  "secret-of-tenant-b-0123456789abcdef0123456789abcdef0123456789ab"
+#define SECRET_C  "secret-of-tenant-c-0123456789abcdef0123456789abcdef0123456789ab"
+#define SECRET_C2 "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+
+/* Tenant t_c's user-token secret: SECRET_C until the stand-in config is
+   asked to rotate it (then SECRET_C2). Touched by the stand-ins' thread
+   only. */
+static const char *s_secret_c = SECRET_C;
 
 /* ---- stand-in services --------------------------------------------------- */
 
@@ -89,6 +96,9 @@ s_fake_config (ppm_rpc_call_t *call, const char *method, const char *tenant)
         } else if (req && streq (req->admin_key, "ppmak_other")) {
             reply.tenant_id = "t_b";
             reply.key_id = "k2";
+        } else if (req && streq (req->admin_key, "ppmak_third")) {
+            reply.tenant_id = "t_c";
+            reply.key_id = "k3";
         }
         if (req)
             protobuf_c_message_free_unpacked (&req->base, NULL);
@@ -106,6 +116,9 @@ s_fake_config (ppm_rpc_call_t *call, const char *method, const char *tenant)
             ppm_rpc_call_reply (&call, &reply.base);
         } else if (streq (tenant, "t_b")) {
             reply.secret = SECRET_B;
+            ppm_rpc_call_reply (&call, &reply.base);
+        } else if (streq (tenant, "t_c")) {
+            reply.secret = (char *)s_secret_c;
             ppm_rpc_call_reply (&call, &reply.base);
         } else {
             ppm_rpc_call_error (&call, PPM_NOT_FOUND, "no such tenant");
@@ -188,6 +201,32 @@ s_fake_config (ppm_rpc_call_t *call, const char *method, const char *tenant)
         Ppm__V1__RoleRatesList reply = PPM__V1__ROLE_RATES_LIST__INIT;
         reply.roles = list;
         reply.n_roles = 1;
+        ppm_rpc_call_reply (&call, &reply.base);
+    } else if (streq (method, "config.GetUserTokenSecretInfo")) {
+        Ppm__V1__UserTokenSecretInfo reply = PPM__V1__USER_TOKEN_SECRET_INFO__INIT;
+        char mask[16];
+        snprintf (mask, sizeof mask, "…%s", s_secret_c + strlen (s_secret_c) - 4);
+        reply.masked = mask;
+        reply.rotated_at_ms = streq (s_secret_c, SECRET_C) ? 1000 : 2000;
+        ppm_rpc_call_reply (&call, &reply.base);
+    } else if (streq (method, "config.RotateUserTokenSecret")) {
+        /* Like config, but publishes no config.changed: only the gateway's
+           own invalidation can make the old token fail. */
+        Ppm__V1__RotateUserTokenSecretRequest *req =
+            (Ppm__V1__RotateUserTokenSecretRequest *)ppm_rpc_call_unpack (
+                call, &ppm__v1__rotate_user_token_secret_request__descriptor);
+        bool ok = req && streq (tenant, "t_c") && streq (req->actor, "admin:k3");
+        if (req)
+            protobuf_c_message_free_unpacked (&req->base, NULL);
+        if (!ok) {
+            ppm_rpc_call_error (&call, PPM_PERMISSION_DENIED, "not t_c's admin");
+            return;
+        }
+        s_secret_c = SECRET_C2;
+        Ppm__V1__RotateUserTokenSecretReply reply = PPM__V1__ROTATE_USER_TOKEN_SECRET_REPLY__INIT;
+        reply.secret = SECRET_C2;
+        reply.masked = "…3210";
+        reply.rotated_at_ms = 2000;
         ppm_rpc_call_reply (&call, &reply.base);
     } else if (streq (method, "config.ListAudit")) {
         Ppm__V1__AuditEntry e = PPM__V1__AUDIT_ENTRY__INIT;
@@ -448,6 +487,8 @@ s_fakes_actor (zsock_t *pipe, void *args)
                              "config.GetRoleRates",
                              "config.PutRoleRates",
                              "config.ListAudit",
+                             "config.GetUserTokenSecretInfo",
+                             "config.RotateUserTokenSecret",
                              "rate.Quote",
                              "metering.Create",
                              "metering.Get",
@@ -841,6 +882,56 @@ test_user_auth (void **state)
     assert_non_null (strstr (r.headers, "Access-Control-Allow-Headers"));
 }
 
+/* The admin routes of the user-token secret: the GET shows a mask, the
+   POST answers the new secret once (no-store), and the old secret, cached
+   by this gateway, is refused at once although no config.changed comes. */
+static void
+test_user_token_secret_routes (void **state)
+{
+    (void)state;
+    s_resp_t r;
+    const char *path = "/v1/quote?payee=u_payee&kind=chat";
+    char *old_token = s_token ("t_c", "u_payer", SECRET_C, 600);
+    s_http ("GET", path, old_token, NULL, &r);
+    assert_int_equal (r.status, 200);
+    s_http ("GET", path, old_token, NULL, &r); /* from the cached secret */
+    assert_int_equal (r.status, 200);
+
+    s_http ("GET", "/v1/admin/user-token-secret", "ppmak_third", NULL, &r);
+    assert_int_equal (r.status, 200);
+    assert_string_equal (r.body, "{\"masked\":\"…89ab\",\"rotated_at\":1000}");
+    s_http ("GET", "/v1/admin/user-token-secret?x=1", "ppmak_third", NULL, &r);
+    assert_int_equal (r.status, 400);
+    s_http ("GET", "/v1/admin/user-token-secret", NULL, NULL, &r);
+    assert_int_equal (r.status, 401);
+    s_http ("POST", "/v1/admin/user-token-secret", NULL, "{}", &r);
+    assert_int_equal (r.status, 401);
+    assert_non_null (strcasestr (r.headers, "WWW-Authenticate: Bearer"));
+    s_http ("POST", "/v1/admin/user-token-secret", "ppmak_third", "[]", &r);
+    assert_int_equal (r.status, 400);
+    s_http ("POST", "/v1/admin/user-token-secret", "ppmak_third", "{\"tenant_id\":\"t_a\"}", &r);
+    assert_int_equal (r.status, 400);
+    assert_non_null (strstr (r.body, "\"field\":\"tenant_id\""));
+    s_http ("GET", path, old_token, NULL, &r);
+    assert_int_equal (r.status, 200);
+
+    s_http ("POST", "/v1/admin/user-token-secret", "ppmak_third", NULL, &r);
+    assert_int_equal (r.status, 200);
+    assert_string_equal (r.body,
+                         "{\"secret\":\"" SECRET_C2 "\",\"masked\":\"…3210\",\"rotated_at\":2000}");
+    assert_non_null (strcasestr (r.headers, "Cache-Control: no-store"));
+    s_http ("GET", path, old_token, NULL, &r);
+    assert_int_equal (r.status, 401);
+    char *new_token = s_token ("t_c", "u_payer", SECRET_C2, 600);
+    s_http ("GET", path, new_token, NULL, &r);
+    assert_int_equal (r.status, 200);
+    s_http ("GET", "/v1/admin/user-token-secret", "ppmak_third", NULL, &r);
+    assert_int_equal (r.status, 200);
+    assert_null (strstr (r.body, SECRET_C2));
+    free (new_token);
+    free (old_token);
+}
+
 static void
 test_payee_roles (void **state)
 {
@@ -1095,9 +1186,10 @@ main (void)
     curl_global_init (CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test (test_admin_settings), cmocka_unit_test (test_admin_rates_and_lists),
-        cmocka_unit_test (test_user_auth),      cmocka_unit_test (test_payee_roles),
-        cmocka_unit_test (test_sessions),       cmocka_unit_test (test_events_stream),
-        cmocka_unit_test (test_webhook),        cmocka_unit_test (test_dead_backend),
+        cmocka_unit_test (test_user_auth),      cmocka_unit_test (test_user_token_secret_routes),
+        cmocka_unit_test (test_payee_roles),    cmocka_unit_test (test_sessions),
+        cmocka_unit_test (test_events_stream),  cmocka_unit_test (test_webhook),
+        cmocka_unit_test (test_dead_backend),
     };
     int rc = cmocka_run_group_tests (tests, s_setup, s_teardown);
     curl_global_cleanup ();

@@ -1,8 +1,9 @@
 /*  Integration test of ppmctl: the real binary (PPM_BIN_DIR) against the
     config and rate actors started in-process on tcp://127.0.0.1:* with
     real PostgreSQL: every command's --help, tenant creation, settings set
-    with per-field errors and a non-zero exit, rates, quotes, --json, and a
-    user token that verifies with the tenant's secret. */
+    with per-field errors and a non-zero exit, rates, quotes, --json, a
+    user token that verifies with the tenant's secret, and that secret
+    shown and rotated. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -113,6 +114,7 @@ test_help_everywhere (void **state)
                               "rates --help",
                               "quote --help",
                               "user-token --help",
+                              "user-token-secret --help",
                               "audit --help",
                               NULL};
     char out[8192];
@@ -263,6 +265,112 @@ test_user_token_and_keys (void **state)
     assert_non_null (strstr (out, "\"tenants\""));
 }
 
+/* Verifies token with secret at now. */
+static ppm_jwt_err_t
+s_verify (const char *token, const char *secret)
+{
+    ppm_jwt_claims_t claims;
+    return ppm_jwt_verify (token, (const uint8_t *)secret, strlen (secret), time (NULL), &claims);
+}
+
+/* Mints a user token of tenant with ppmctl into out (one line). */
+static void
+s_mint (const char *tenant, char *out, size_t size)
+{
+    char cmd[512], err[4096];
+    snprintf (cmd, sizeof cmd, "user-token --tenant %s --user payer_1", tenant);
+    assert_int_equal (s_ppmctl (cmd, out, size, err, sizeof err), 0);
+    out[strcspn (out, "\n")] = '\0';
+}
+
+static void
+test_user_token_secret (void **state)
+{
+    (void)state;
+    char out[8192], err[4096], cmd[1024];
+    json_error_t jerr;
+    assert_int_equal (
+        s_ppmctl ("--json tenant create 'Secret Co' --plan pro", out, sizeof out, err, sizeof err),
+        0);
+    json_t *created = json_loads (out, 0, &jerr);
+    char tenant[64];
+    snprintf (
+        tenant, sizeof tenant, "%s",
+        json_string_value (json_object_get (json_object_get (created, "tenant"), "tenant_id")));
+    json_decref (created);
+
+    /* show: the secret the platform signs with (and ppmctl's tokens are) */
+    snprintf (cmd, sizeof cmd, "--json user-token-secret show --tenant %s", tenant);
+    assert_int_equal (s_ppmctl (cmd, out, sizeof out, err, sizeof err), 0);
+    json_t *shown = json_loads (out, 0, &jerr);
+    assert_non_null (shown);
+    char old[65];
+    snprintf (old, sizeof old, "%s", json_string_value (json_object_get (shown, "secret")));
+    assert_int_equal (strlen (old), 64);
+    char mask[16];
+    snprintf (mask, sizeof mask, "…%s", old + 60);
+    assert_string_equal (json_string_value (json_object_get (shown, "masked")), mask);
+    assert_true (json_integer_value (json_object_get (shown, "rotated_at_ms")) > 0);
+    assert_null (json_object_get (shown, "cors_allowed_origins"));
+    json_decref (shown);
+    char old_token[2048];
+    s_mint (tenant, old_token, sizeof old_token);
+    assert_int_equal (s_verify (old_token, old), PPM_JWT_OK);
+
+    /* rotate: a new secret, printed once; tokens minted now use it */
+    snprintf (cmd, sizeof cmd, "--json user-token-secret rotate --tenant %s", tenant);
+    assert_int_equal (s_ppmctl (cmd, out, sizeof out, err, sizeof err), 0);
+    json_t *rotated = json_loads (out, 0, &jerr);
+    assert_non_null (rotated);
+    char fresh[65];
+    snprintf (fresh, sizeof fresh, "%s", json_string_value (json_object_get (rotated, "secret")));
+    json_decref (rotated);
+    assert_int_equal (strlen (fresh), 64);
+    assert_string_not_equal (fresh, old);
+    snprintf (cmd, sizeof cmd, "user-token-secret show --tenant %s", tenant);
+    assert_int_equal (s_ppmctl (cmd, out, sizeof out, err, sizeof err), 0);
+    char line[128];
+    snprintf (line, sizeof line, "secret: %s\n", fresh);
+    assert_non_null (strstr (out, line));
+    assert_non_null (strstr (out, "rotated_at_ms: "));
+    char new_token[2048];
+    s_mint (tenant, new_token, sizeof new_token);
+    assert_int_equal (s_verify (new_token, fresh), PPM_JWT_OK);
+    assert_int_not_equal (s_verify (new_token, old), PPM_JWT_OK);
+    assert_int_not_equal (s_verify (old_token, fresh), PPM_JWT_OK);
+
+    /* the audit log names the operator and shows the masks only */
+    snprintf (cmd, sizeof cmd, "--json audit --tenant %s", tenant);
+    assert_int_equal (s_ppmctl (cmd, out, sizeof out, err, sizeof err), 0);
+    assert_null (strstr (out, old));
+    assert_null (strstr (out, fresh));
+    json_t *audit = json_loads (out, 0, &jerr);
+    json_t *newest = json_array_get (json_object_get (audit, "entries"), 0);
+    assert_string_equal (json_string_value (json_object_get (newest, "field")),
+                         "user_token_secret");
+    assert_int_equal (strncmp (json_string_value (json_object_get (newest, "actor")), "ppmctl:", 7),
+                      0);
+    assert_string_equal (json_string_value (json_object_get (newest, "old_value")), mask);
+    char fresh_mask[16];
+    snprintf (fresh_mask, sizeof fresh_mask, "…%s", fresh + 60);
+    assert_string_equal (json_string_value (json_object_get (newest, "new_value")), fresh_mask);
+    json_decref (audit);
+
+    /* usage errors exit 2; an unknown tenant is refused with 1 */
+    assert_int_equal (s_ppmctl ("user-token-secret rotate", out, sizeof out, err, sizeof err), 2);
+    assert_int_equal (s_ppmctl ("user-token-secret", out, sizeof out, err, sizeof err), 2);
+    snprintf (cmd, sizeof cmd, "user-token-secret reveal --tenant %s", tenant);
+    assert_int_equal (s_ppmctl (cmd, out, sizeof out, err, sizeof err), 2);
+    assert_int_equal (s_ppmctl ("user-token-secret rotate --tenant t_00000000000000000000", out,
+                                sizeof out, err, sizeof err),
+                      1);
+    assert_non_null (strstr (err, "NOT_FOUND"));
+    /* nothing rotated by the refusals */
+    snprintf (cmd, sizeof cmd, "user-token-secret show --tenant %s", tenant);
+    assert_int_equal (s_ppmctl (cmd, out, sizeof out, err, sizeof err), 0);
+    assert_non_null (strstr (out, line));
+}
+
 static void
 test_config_binary_needs_a_master_key (void **state)
 {
@@ -305,6 +413,7 @@ main (void)
         cmocka_unit_test (test_help_everywhere),
         cmocka_unit_test (test_tenant_settings_rates_quote),
         cmocka_unit_test (test_user_token_and_keys),
+        cmocka_unit_test (test_user_token_secret),
         cmocka_unit_test (test_config_binary_needs_a_master_key),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);

@@ -25,8 +25,10 @@
 #   before (so no session, payment, settings version or audit entry);
 #   6. another tenant's admin key sees and changes only its own tenant, on
 #      every admin endpoint;
-#   7. a full run: a paid session, keys rotated through the API, a webhook
-#      accepted;
+#   7. a full run: a paid session, Stripe keys and the user-token secret
+#      rotated through the API (the old user tokens refused at once, one
+#      signed with the returned secret accepted, the other tenant
+#      untouched), a webhook accepted;
 #   8. SQL-looking input in every text field (settings, path and query
 #      parameters, bodies, token claims, headers): refused (400/401/404) or
 #      kept literally, never a 5xx, never a delay (pg_sleep), no SQL syntax
@@ -434,6 +436,8 @@ admin_routes=(
     'GET /v1/admin/earnings -'
     'GET /v1/admin/audit -'
     'GET /v1/admin/health -'
+    'GET /v1/admin/user-token-secret -'
+    'POST /v1/admin/user-token-secret {}'
 )
 admin_req() { # WHAT "METHOD PATH BODY" [curl args…]
     local what=$1 method path body
@@ -807,6 +811,11 @@ req "PUT /v1/admin/users/u_coach/rates" 200 PUT /v1/admin/users/u_coach/rates "$
     --data-binary '{"call_per_minute":400,"chat_per_minute":200}'
 req "PUT /v1/admin/roles/coach/rates" 200 PUT /v1/admin/roles/coach/rates "${B_ADMIN[@]}" "${JSON[@]}" \
     --data-binary '{"call_per_minute":400,"chat_per_minute":200,"priority":1}'
+req "GET /v1/admin/user-token-secret" 200 GET /v1/admin/user-token-secret "${B_ADMIN[@]}"
+req "POST /v1/admin/user-token-secret?tenant_id=A" 400 POST "/v1/admin/user-token-secret?tenant_id=$TA" \
+    "${B_ADMIN[@]}" "${JSON[@]}" --data-binary '{}'
+req "POST /v1/admin/user-token-secret with tenant_id A in the body" 400 POST /v1/admin/user-token-secret \
+    "${B_ADMIN[@]}" "${JSON[@]}" --data-binary "{\"tenant_id\":\"$TA\"}"
 run_batch
 # what each answer must be, besides mentioning nothing of tenant A's
 expect_b=(
@@ -814,6 +823,8 @@ expect_b=(
     '[.call_per_minute, .chat_per_minute] == [null, null]' '.roles == []' '.users == []' 'true'
     '.sessions == []' 'true' '.payments == []' '' 'true' '.payees == []' 'true' 'true'
     ".tenant_id == \"$TB\" and .default_chat_per_minute == 130" '.call_per_minute == 400' '.call_per_minute == 400'
+    ".masked == \"…${UTS_B: -4}\" and (has(\"secret\") | not)" '.error.fields[0].field == "tenant_id"'
+    '.error.fields[0].field == "tenant_id"'
 )
 for ((i = 0; i < B_n; i++)); do
     what="tenant B's key: ${B_what[i]}"
@@ -838,6 +849,9 @@ db_ids=$(psql_q "SELECT id FROM config.audit WHERE tenant_id = '$TB' AND id <= $
 [ -n "$api_ids" ] && [ "$api_ids" = "$db_ids" ] &&
     ok "tenant B's key: GET /v1/admin/audit is exactly tenant B's audit rows" ||
     fail "tenant B's key: GET /v1/admin/audit is exactly tenant B's audit rows (api: $api_ids; db: $db_ids)"
+[ "$(open_secret "$TA" user_token_secret)" = "$UTS_A" ] && [ "$(open_secret "$TB" user_token_secret)" = "$UTS_B" ] &&
+    ok "tenant B's key rotated no user-token secret by naming tenant A" ||
+    fail "tenant B's key changed a user-token secret by naming tenant A"
 a_after=$(a_state)
 [ "$a_before" = "$a_after" ] &&
     ok "tenant A's settings version, audit, user and role rates are untouched by B's writes ($a_after)" ||
@@ -887,6 +901,53 @@ if [ "$status" = 200 ] && ! grep -qF -e "$SK_B2" -e "$RK_B2" -e "$WH_B2" -e "$SK
 else
     fail "full run: the audit log records the rotation with the keys masked ($(body))"
 fi
+
+# tenant B's backend rolls its user-token secret through the API: bob's
+# token (B's secret cached by the gateway since the set-up) stops at once,
+# a token signed with the secret the API returned works, tenant A is
+# untouched
+call GET /v1/admin/user-token-secret "${B_ADMIN[@]}"
+[ "$status" = 200 ] && [ "$(jq -r .masked "$tmp/body")" = "…${UTS_B: -4}" ] && ! grep -qF "$UTS_B" "$tmp/body" &&
+    ok "full run: GET /v1/admin/user-token-secret shows tenant B's secret as …${UTS_B: -4} only" ||
+    fail "full run: GET /v1/admin/user-token-secret shows the mask only ($status $(body))"
+call GET "$SB" "${BOB[@]}"
+[ "$status" = 200 ] || fail "full run: bob's token works before the rotation ($status)"
+call POST /v1/admin/user-token-secret "${B_ADMIN[@]}" "${JSON[@]}" --data-binary '{}'
+UTS_B2=$(jq -r '.secret // empty' "$tmp/body" 2>/dev/null)
+if [ "$status" = 200 ] && [[ $UTS_B2 =~ ^[0-9a-f]{64}$ ]] && [ "$UTS_B2" != "$UTS_B" ] &&
+    [ "$(jq -r .masked "$tmp/body")" = "…${UTS_B2: -4}" ] && [ "$(header Cache-Control)" = no-store ]; then
+    ok "full run: tenant B rotates its user-token secret through the API; the answer holds the new one (no-store)"
+else
+    fail "full run: tenant B rotates its user-token secret through the API ($status $(body); Cache-Control: $(header Cache-Control))"
+fi
+call GET "$SB" "${BOB[@]}"
+[ "$status" = 401 ] && ok "full run: bob's token of the old secret is refused right after the rotation" ||
+    fail "full run: bob's token of the old secret is refused right after the rotation ($status)"
+PAYER_B_OLD=$PAYER_B
+PAYER_B=$(jwt "$HS256" "$(claims "$TB" u_bob)" "$UTS_B2")
+BOB=(-H "Authorization: Bearer $PAYER_B")
+call GET "$SB" "${BOB[@]}"
+[ "$status" = 200 ] && ok "full run: a token signed with the returned secret works" ||
+    fail "full run: a token signed with the returned secret works ($status $(body))"
+[ "$(open_secret "$TB" user_token_secret)" = "$UTS_B2" ] &&
+    [ "$(ppmctl --json user-token-secret show --tenant "$TB" | jq -r .secret)" = "$UTS_B2" ] &&
+    ok "full run: config holds the returned secret (sealed), and ppmctl user-token-secret show prints it" ||
+    fail "full run: config holds the returned secret, and ppmctl user-token-secret show prints it"
+call GET "$S" "${ALICE[@]}"
+[ "$status" = 200 ] && [ "$(open_secret "$TA" user_token_secret)" = "$UTS_A" ] &&
+    ok "full run: tenant A's user-token secret and tokens are untouched by B's rotation" ||
+    fail "full run: tenant A's user-token secret and tokens are untouched by B's rotation ($status)"
+call GET /v1/admin/audit "${B_ADMIN[@]}"
+if [ "$status" = 200 ] && ! grep -qF -e "$UTS_B" -e "$UTS_B2" "$tmp/body" &&
+    jq -e --arg m "…${UTS_B: -4}" --arg n "…${UTS_B2: -4}" '.entries[0] | .field == "user_token_secret"
+        and .old_value == $m and .new_value == $n and (.actor | startswith("admin:"))' "$tmp/body" >/dev/null; then
+    ok "full run: the audit log records the user-token secret's rotation, masked"
+else
+    fail "full run: the audit log records the user-token secret's rotation, masked ($(body))"
+fi
+UTS_B_OLD=$UTS_B
+UTS_B=$UTS_B2
+
 now=$(date +%s)
 jq -cn --arg id "evt_sec_ok_$(rnd 8)" --argjson t "$now" \
     '{id: $id, object: "event", type: "customer.created", created: $t, livemode: false,
@@ -1070,9 +1131,11 @@ declare -A secrets=(
     ["tenant A's admin key"]=$KA ["tenant A's admin key's secret part"]=${KA##*_}
     ["tenant A's revoked admin key"]=$KA2 ["tenant A's revoked key's secret part"]=${KA2##*_}
     ["tenant B's admin key"]=$KB ["tenant B's admin key's secret part"]=${KB##*_}
-    ["tenant A's user-token secret"]=$UTS_A ["tenant B's user-token secret"]=$UTS_B
+    ["tenant A's user-token secret"]=$UTS_A ["tenant B's first user-token secret"]=$UTS_B_OLD
+    ["tenant B's rotated user-token secret"]=$UTS_B
     ["the master key"]=$MASTER
     ["alice's user token"]=$PAYER_A ["the coach's user token"]=$PAYEE_A ["bob's user token"]=$PAYER_B
+    ["bob's token of the first secret"]=$PAYER_B_OLD
 )
 "$pgbin/pg_dump" -h 127.0.0.1 -p "$pg_port" -U ppm ppm >"$tmp/dump.sql" 2>"$tmp/dump.err" ||
     fail "pg_dump of the ppm database ($(head -c 200 "$tmp/dump.err"))"

@@ -315,6 +315,19 @@ test_mask_and_redact (void **state)
     assert_non_null (strstr (text, "v1.2.3 and a.b.c"));
     assert_null (strstr (text, STRIPE_KEY));
     assert_int_equal (ppm_redact (NULL), 0);
+
+    /* A bare 256-bit key in hex (a user-token secret, the master key) is
+       masked as a word of its own; other lengths (trace ids, dumps) and
+       hex inside a longer word are not. */
+#define HEX64 "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF"
+    snprintf (text, sizeof text, "secret " HEX64 ", key=" HEX64 ". trace %s x%s",
+              "0123456789abcdef0123456789abcdef", HEX64);
+    assert_int_equal (ppm_redact (text), 2);
+    assert_string_equal (text,
+                         "secret …EEFF, key=…EEFF. trace 0123456789abcdef0123456789abcdef x" HEX64);
+    snprintf (text, sizeof text, "%s_tail and %.63s and %s0a", HEX64, HEX64, HEX64);
+    assert_int_equal (ppm_redact (text), 0);
+#undef HEX64
 }
 
 /* Random texts with planted secrets: the text never grows, no planted

@@ -17,6 +17,8 @@
       rates set --tenant T (--user U | --role R [--priority P]) [--call N|null] [--chat N|null]
       quote --tenant T --payee P --kind chat|call [--roles a,b] [--payer X]
       user-token --tenant T --user U [--roles a,b] [--ttl S]
+      user-token-secret show --tenant T    the secret user tokens are signed with
+      user-token-secret rotate --tenant T  a new one; tokens of the old one stop working
       audit --tenant T [--limit N] [--cursor C]
       sessions rebuild [--tenant T]        (PPM_METERING_ENDPOINT)
       sessions list --tenant T [--state S] [--limit N] [--cursor C]
@@ -679,6 +681,65 @@ s_cmd_user_token (const s_cli_t *cli)
     return 0;
 }
 
+static const char *s_help_user_token_secret =
+    "ppmctl user-token-secret show --tenant T\n"
+    "    prints the tenant's user-token secret: the HS256 key (the bytes of these\n"
+    "    64 hex characters) the platform's backend signs user tokens with\n"
+    "    (claims tid, sub, roles, exp), and when it was made\n"
+    "ppmctl user-token-secret rotate --tenant T\n"
+    "    replaces it with a new random one and prints it; every token signed with\n"
+    "    the old one is refused from then on (audited; admins see it masked)\n";
+
+static int
+s_cmd_user_token_secret (const s_cli_t *cli)
+{
+    if (cli->help || !cli->sub) {
+        fputs (s_help_user_token_secret, cli->help ? stdout : stderr);
+        return cli->help ? 0 : 2;
+    }
+    const char *tenant = s_need_tenant (cli);
+    if (!tenant)
+        return s_usage_error ("user-token-secret needs --tenant T%s", NULL);
+    if (cli->nargs != 0)
+        return s_usage_error ("user-token-secret takes no argument (got %s)", cli->args[0]);
+    if (streq (cli->sub, "show")) {
+        Ppm__V1__GetUserTokenSecretRequest req = PPM__V1__GET_USER_TOKEN_SECRET_REQUEST__INIT;
+        ProtobufCMessage *reply = NULL;
+        int rc = s_call (cli, false, "config.GetUserTokenSecret", tenant, &req.base,
+                         &ppm__v1__user_token_secret__descriptor, &reply);
+        if (rc)
+            return rc;
+        Ppm__V1__UserTokenSecret *secret = (Ppm__V1__UserTokenSecret *)reply;
+        /* Printed as a rotation's reply is (secret, masked, rotated_at_ms),
+           so both commands print the same fields; the origins are not the
+           operator's question here. */
+        Ppm__V1__RotateUserTokenSecretReply shown = PPM__V1__ROTATE_USER_TOKEN_SECRET_REPLY__INIT;
+        char mask[32];
+        shown.secret = secret->secret;
+        shown.masked = ppm_mask_secret (secret->secret, mask, sizeof mask);
+        shown.rotated_at_ms = secret->rotated_at_ms;
+        s_output (cli, &shown.base);
+        memset (secret->secret, 0, strlen (secret->secret));
+        protobuf_c_message_free_unpacked (reply, NULL);
+        return 0;
+    }
+    if (streq (cli->sub, "rotate")) {
+        Ppm__V1__RotateUserTokenSecretRequest req = PPM__V1__ROTATE_USER_TOKEN_SECRET_REQUEST__INIT;
+        req.actor = (char *)s_actor ();
+        ProtobufCMessage *reply = NULL;
+        int rc = s_call (cli, false, "config.RotateUserTokenSecret", tenant, &req.base,
+                         &ppm__v1__rotate_user_token_secret_reply__descriptor, &reply);
+        if (rc)
+            return rc;
+        Ppm__V1__RotateUserTokenSecretReply *rotated = (Ppm__V1__RotateUserTokenSecretReply *)reply;
+        s_output (cli, reply);
+        memset (rotated->secret, 0, strlen (rotated->secret));
+        protobuf_c_message_free_unpacked (reply, NULL);
+        return 0;
+    }
+    return s_usage_error ("unknown user-token-secret command %s", cli->sub);
+}
+
 static const char *s_help_audit = "ppmctl audit --tenant T [--limit N] [--cursor C]\n"
                                   "    the tenant's audit log, newest first (secrets masked)\n";
 
@@ -935,6 +996,7 @@ static const char *s_help_main =
     "  rates get|set                    individual (--user) and role (--role) rates\n"
     "  quote                            what a payer would pay a payee\n"
     "  user-token                       mint a user token (HS256 JWT)\n"
+    "  user-token-secret show|rotate    the secret user tokens are signed with\n"
     "  audit                            a tenant's audit log\n"
     "  sessions rebuild|list|get        metering sessions (rebuild Redis from PostgreSQL)\n"
     "  curve-keygen                     a CURVE key pair (Z85)\n"
@@ -973,7 +1035,7 @@ main (int argc, char **argv)
             cli.cmd = arg;
         else if (!cli.sub && (streq (cli.cmd, "tenant") || streq (cli.cmd, "admin-key") ||
                               streq (cli.cmd, "settings") || streq (cli.cmd, "rates") ||
-                              streq (cli.cmd, "sessions")))
+                              streq (cli.cmd, "sessions") || streq (cli.cmd, "user-token-secret")))
             cli.sub = arg;
         else if (cli.nargs < S_MAX_OPTS)
             cli.args[cli.nargs++] = arg;
@@ -1015,6 +1077,8 @@ main (int argc, char **argv)
         return s_cmd_quote (&cli);
     if (streq (cli.cmd, "user-token"))
         return s_cmd_user_token (&cli);
+    if (streq (cli.cmd, "user-token-secret"))
+        return s_cmd_user_token_secret (&cli);
     if (streq (cli.cmd, "audit"))
         return s_cmd_audit (&cli);
     if (streq (cli.cmd, "sessions"))

@@ -1,7 +1,9 @@
 /* admin.js: the admin panel. Reads and writes the tenant's settings and
    rates through the public API with the admin key; every API field error is
    shown under its field. Amounts are typed in major units and sent in
-   minor units of the tenant's currency. */
+   minor units of the tenant's currency. The user-token secret is shown
+   masked; a rotation shows the new one once, in a dialog that forgets it
+   when closed. */
 'use strict';
 (() => {
   const { api, ApiError, toMajor, toMinor, money, params, el, when } = ppm;
@@ -62,7 +64,8 @@
     }
     banner('', '');
     const loaders = { 'tab-users': loadUsers, 'tab-roles': loadRoles, 'tab-sessions': loadSessions,
-      'tab-payments': loadPayments, 'tab-earnings': loadEarnings, 'tab-audit': loadAudit };
+      'tab-payments': loadPayments, 'tab-earnings': loadEarnings, 'tab-audit': loadAudit,
+      'tab-tokens': loadTokenSecret };
     if (loaders[tab.id]) loaders[tab.id]();
   }
   tabs.forEach((t, i) => {
@@ -290,6 +293,73 @@
         el('td', {}, when(a.at)), el('td', {}, a.actor), el('td', {}, a.field), el('td', {}, a.old_value), el('td', {}, a.new_value))));
     } catch (err) { failure(err); }
   }
+
+  /* ---- user tokens: the signing secret ---- */
+  const rotateDialog = $('rotate-dialog');
+  function showTokenSecret(masked, rotatedAt) {
+    $('token-secret-mask').textContent = masked;
+    $('token-secret-rotated').textContent = rotatedAt ? when(rotatedAt) : '';
+  }
+  async function loadTokenSecret() {
+    $('tokens-tenant').textContent = (settings && settings.tenant_id) || '';
+    $('token-secret-error').textContent = '';
+    try {
+      const { data } = await api('GET', '/v1/admin/user-token-secret', key);
+      showTokenSecret(data.masked, data.rotated_at);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) { failure(err); return; }
+      /* e.g. a secret sealed under an older master key: rotating fixes it */
+      showTokenSecret('unknown', 0);
+      $('token-secret-error').textContent = err.message;
+    }
+  }
+  function forgetNewSecret() {
+    $('rotate-secret').value = '';
+    $('rotate-copied').textContent = '';
+    $('rotate-result').hidden = true;
+    $('rotate-confirm').hidden = false;
+  }
+  $('token-secret-rotate').addEventListener('click', () => {
+    forgetNewSecret();
+    rotateDialog.showModal();
+    $('rotate-cancel').focus(); /* the safe choice first */
+  });
+  $('rotate-cancel').addEventListener('click', () => rotateDialog.close());
+  rotateDialog.addEventListener('close', () => {
+    forgetNewSecret();
+    $('token-secret-rotate').focus();
+  });
+  $('rotate-go').addEventListener('click', async () => {
+    $('rotate-go').disabled = true;
+    try {
+      const { data } = await api('POST', '/v1/admin/user-token-secret', key, {});
+      showTokenSecret(data.masked, data.rotated_at);
+      $('token-secret-error').textContent = '';
+      $('rotate-confirm').hidden = true;
+      $('rotate-result').hidden = false;
+      $('rotate-secret').value = data.secret;
+      $('rotate-secret').focus();
+      $('rotate-secret').select();
+      banner('ok', 'The user-token secret was rotated. Tokens signed with the old one are refused.');
+    } catch (err) {
+      rotateDialog.close();
+      failure(err);
+    } finally {
+      $('rotate-go').disabled = false;
+    }
+  });
+  $('rotate-copy').addEventListener('click', async () => {
+    const input = $('rotate-secret');
+    try {
+      await navigator.clipboard.writeText(input.value);
+      $('rotate-copied').textContent = 'Copied.';
+    } catch (e) {
+      input.focus();
+      input.select();
+      $('rotate-copied').textContent = 'Selected: press Ctrl+C (⌘C) to copy.';
+    }
+  });
+  $('rotate-done').addEventListener('click', () => rotateDialog.close());
 
   /* ---- start ---- */
   async function open() {
