@@ -692,8 +692,13 @@ test_sessions (void **state)
     assert_int_equal (r.status, 201);
     assert_non_null (strstr (r.body, "\"amount\":2500"));
     assert_non_null (strstr (r.body, "\"client_secret\":\"pi_"));
-    assert_non_null (strstr (r.body, "_secret_"));
     s_json_str (r.body, "payment_id", payment_id, sizeof payment_id);
+    /* the PaymentIntent: the client secret is "<intent id>_secret_…" */
+    char intent[128];
+    s_json_str (r.body, "client_secret", intent, sizeof intent);
+    char *cut = strstr (intent, "_secret_");
+    assert_non_null (cut);
+    *cut = '\0';
 
     /* confirm: a decline → 422 with the decline code; then success */
     snprintf (path, sizeof path, "/v1/sessions/%s/confirm", id);
@@ -701,6 +706,18 @@ test_sessions (void **state)
     assert_int_equal (r.status, 422);
     assert_non_null (strstr (r.body, "card_declined"));
     assert_non_null (strstr (r.body, "generic_decline"));
+    /* Stripe takes 300 ms over the next attempt: the gateway still sends
+       payment.Confirm once (not idempotent: each call is one attempt at
+       Stripe, and of two attempts one finds the intent already paid and
+       the payer may be told that one's error) */
+    ppm_test_emulator_t *emulator = ppm_test_stack_emulator (S.stack);
+    char stripe_path[192];
+    snprintf (stripe_path, sizeof stripe_path, "/v1/payment_intents/%s/confirm", intent);
+    char fault[320];
+    snprintf (fault, sizeof fault,
+              "{\"path\":\"%s\",\"method\":\"POST\",\"latency_ms\":300,\"count\":1}", stripe_path);
+    assert_int_equal (
+        ppm_test_emulator_control (emulator, "POST", "/_emulator/faults", fault, NULL), 200);
     snprintf (body, sizeof body, "{\"payment_method\":\"pm_card_visa\",\"payment_id\":\"%s\"}",
               payment_id);
     s_http ("POST", path, S.token_payer, body, &r);
@@ -708,6 +725,17 @@ test_sessions (void **state)
         print_message ("confirm: %s\n", r.body);
     assert_int_equal (r.status, 200);
     assert_non_null (strstr (r.body, "\"state\":\"succeeded\""));
+    char query[256];
+    snprintf (query, sizeof query, "/_emulator/requests?path=%s", stripe_path);
+    char *log = NULL;
+    assert_int_equal (ppm_test_emulator_control (emulator, "GET", query, NULL, &log), 200);
+    json_t *requests = json_loads (log, 0, NULL);
+    free (log);
+    /* the one attempt took Stripe's 300 ms (a re-sent one would have
+       answered sooner), and Stripe saw the declined attempt and this one */
+    assert_true (r.seconds >= 0.3);
+    assert_int_equal (json_array_size (json_object_get (requests, "data")), 2);
+    json_decref (requests);
 
     /* GET: payer and payee yes; stranger 403; other tenant 404; unknown 404 */
     assert_true (s_wait_state (id, S.token_payer, "active", 10000, &r));
