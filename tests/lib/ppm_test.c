@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -226,8 +227,14 @@ ppm_test_spawn (const char *bin, char *const argv[], char *const env_extra[])
         free (log);
         free (logs);
     }
+    pid_t parent = getpid ();
     pid_t pid = fork ();
     if (pid == 0) {
+        /* A service never outlives its test, even one the harness's
+           timeout kills (the test forks from its main thread). */
+        prctl (PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid () != parent)
+            _exit (127);
         if (log_fd >= 0) {
             dup2 (log_fd, STDOUT_FILENO);
             dup2 (log_fd, STDERR_FILENO);

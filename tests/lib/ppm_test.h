@@ -31,7 +31,9 @@ int ppm_test_free_port (void);
 /* Runs PPM_BIN_DIR/bin (or bin itself when it holds a '/') with argv (argv[0] included, NULL-ended;
    NULL for just the name) and the current environment plus env_extra ("NAME=value" entries,
    NULL-ended; may be NULL). stdout and stderr go to $PPM_TEST_TMP/logs/<bin>.<pid>.log when
-   PPM_TEST_TMP is set. Returns the child's pid; fails the test when it cannot start. */
+   PPM_TEST_TMP is set. The child is killed when the calling thread ends (PR_SET_PDEATHSIG), so
+   no service outlives a test the harness had to kill. Returns the child's pid; fails the test
+   when it cannot start. */
 pid_t ppm_test_spawn (const char *bin, char *const argv[], char *const env_extra[]);
 /* Sends sig to pid; returns 0 or -1. */
 int ppm_test_kill (pid_t pid, int sig);
