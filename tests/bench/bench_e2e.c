@@ -64,7 +64,7 @@
 #define S_SERVICES     5
 #define S_BODY_MAX     (1024 * 1024) /* a response body larger than this is an error */
 #define S_STREAM_MAX   65536         /* one event-stream frame */
-#define S_ERRORS_KEPT  5             /* error messages kept for the report */
+#define S_ERROR_KINDS  6             /* distinct error messages counted for the report */
 #define S_REQUEST_MS   10000         /* timeout of one ordinary request */
 #define S_DRAIN_MS     30000         /* after the load: how long in-flight sessions may take */
 #define S_READY_MAX_MS 20000         /* a service not ready after this is an error */
@@ -165,8 +165,9 @@ struct _s_bench_t {
     size_t attempted;        /* sessions started while measuring */
     size_t errors;           /* failed sessions while measuring */
     size_t errors_total;     /* failed sessions, all phases */
-    char error_text[S_ERRORS_KEPT][480]; /* the first errors, for the report */
-    size_t error_kept;                   /* how many of them */
+    char error_kind[S_ERROR_KINDS][480]; /* distinct errors of the phase, for the report */
+    size_t error_count[S_ERROR_KINDS];   /* how often each happened */
+    size_t error_kinds;                  /* how many kinds */
     s_samples_t funded;                  /* checkout → active, ms */
     s_samples_t checkout;                /* POST checkout's answer, ms */
     s_samples_t confirm;                 /* POST confirm's answer, ms */
@@ -226,24 +227,38 @@ s_samples_reset (s_samples_t *samples)
     samples->count = 0;
 }
 
-static void s_error (s_bench_t *self, const char *format, ...)
-    __attribute__ ((format (printf, 2, 3)));
-
+/* Counts a failed session: text is what failed (no session id, so that
+   the same failure is counted as one kind), session which session. */
 static void
-s_error (s_bench_t *self, const char *format, ...)
+s_error (s_bench_t *self, const char *text, const char *session)
 {
-    char text[480];
-    va_list args;
-    va_start (args, format);
-    vsnprintf (text, sizeof text, format, args);
-    va_end (args);
     self->errors_total++;
     if (self->measuring)
         self->errors++;
-    if (self->error_kept < S_ERRORS_KEPT)
-        snprintf (self->error_text[self->error_kept++], sizeof self->error_text[0], "%s", text);
-    if (self->errors_total <= 20)
-        fprintf (stderr, "bench_e2e: %s\n", text);
+    size_t kind = 0;
+    while (kind < self->error_kinds && strcmp (self->error_kind[kind], text) != 0)
+        kind++;
+    if (kind == self->error_kinds) {
+        if (kind == S_ERROR_KINDS)
+            kind--; /* the last kind also counts every further one */
+        else {
+            snprintf (self->error_kind[kind], sizeof self->error_kind[0], "%s", text);
+            self->error_kinds++;
+            fprintf (stderr, "bench_e2e: %s (session %s; more like it are counted, not printed)\n",
+                     text, session);
+        }
+    }
+    self->error_count[kind]++;
+}
+
+/* Starts counting the failed sessions of a new phase. */
+static void
+s_errors_reset (s_bench_t *self)
+{
+    self->errors = 0;
+    self->attempted = 0;
+    self->error_kinds = 0;
+    memset (self->error_count, 0, sizeof self->error_count);
 }
 
 static size_t
@@ -357,16 +372,26 @@ s_loop_once (s_bench_t *self, int wait_ms)
     }
 }
 
-/* A short description of a failed request for the error list. */
+/* A short description of a failed request: the transport error, or the
+   status with the error body's code and message (SPEC §5's shape). */
 static void
 s_describe (const s_http_t *http, const char *what, char *out, size_t size)
 {
-    if (http->status == 0)
+    if (http->status == 0) {
         snprintf (out, size, "%s: %s", what,
                   http->too_large ? "body too large" : curl_easy_strerror (http->result));
+        return;
+    }
+    json_t *json = json_loads (http->body ? http->body : "", 0, NULL);
+    json_t *error = json ? json_object_get (json, "error") : NULL;
+    const char *code = json_string_value (json_object_get (error, "code"));
+    const char *message = json_string_value (json_object_get (error, "message"));
+    if (code && message)
+        snprintf (out, size, "%s: HTTP %ld %s: %.250s", what, http->status, code, message);
     else
-        snprintf (out, size, "%s: HTTP %ld %.300s", what, http->status,
+        snprintf (out, size, "%s: HTTP %ld %.250s", what, http->status,
                   http->body ? http->body : "");
+    json_decref (json);
 }
 
 /* ---- one payer's sessions --------------------------------------------------- */
@@ -559,7 +584,7 @@ static void
 s_payer_fail (s_payer_t *payer, const char *why)
 {
     s_bench_t *self = payer->bench;
-    s_error (self, "%s (session %s)", why, payer->session_id[0] ? payer->session_id : "-");
+    s_error (self, why, payer->session_id[0] ? payer->session_id : "-");
     payer->failed = true;
     s_stream_close (payer);
     if (payer->session_id[0] && s_request (payer, "POST", "end", "{}", s_on_end))
@@ -728,8 +753,10 @@ s_run (s_bench_t *self, size_t count, bool scrape, int64_t hard_end_us)
             for (size_t i = 0; i < count; i++) {
                 s_payer_t *payer = &self->payers[i];
                 if (payer->state != P_STOPPED) {
-                    s_error (self, "session %s still unfinished after the load (state %d)",
-                             payer->session_id, (int)payer->state);
+                    char why[64];
+                    snprintf (why, sizeof why, "still unfinished after the load (state %d)",
+                              (int)payer->state);
+                    s_error (self, why, payer->session_id);
                     s_http_free (&payer->request);
                     s_stream_close (payer);
                     payer->state = P_STOPPED;
@@ -1126,11 +1153,22 @@ s_report_latency (s_bench_t *self, const char *prefix, const char *what)
     }
 }
 
+/* The phase's failed sessions as a result line with the aim 0 and, when
+   there were any, one gap line per kind. */
 static void
-s_report_errors (s_bench_t *self, const char *id)
+s_report_errors (s_bench_t *self, const char *id, const char *what)
 {
-    for (size_t i = 0; i < self->error_kept; i++)
-        ppm_bench_gap (id, "error %zu: %s", i + 1, self->error_text[i]);
+    char figure[32];
+    char text[200];
+    snprintf (figure, sizeof figure, "%zu", self->errors);
+    snprintf (text, sizeof text, "failed sessions (%s; %zu started)", what, self->attempted);
+    ppm_bench_result (id, text, figure, NULL, NULL, "0", ppm_bench_met (self->errors == 0));
+    for (size_t i = 0; i < self->error_kinds; i++)
+        ppm_bench_gap (id, "%zu x %s%s", self->error_count[i], self->error_kind[i],
+                       i + 1 == S_ERROR_KINDS ? " (and any other kind)" : "");
+    if (self->errors)
+        printf ("e2e: %s: %zu of %zu sessions failed\n", what, self->errors, self->attempted);
+    fflush (stdout);
 }
 
 int
@@ -1152,7 +1190,7 @@ main (void)
         {"PPM_BENCH_SEQUENTIAL", PPM_ENV_INT, .min = 1, .max = 100000, .def = "200",
          .out = &cfg->sequential},
         {"PPM_BENCH_WARMUP", PPM_ENV_INT, .min = 0, .max = 1000, .def = "5", .out = &cfg->warmup},
-        {"PPM_BENCH_PAYERS", PPM_ENV_INT, .min = 1, .max = 2000, .def = "32", .out = &cfg->payers},
+        {"PPM_BENCH_PAYERS", PPM_ENV_INT, .min = 1, .max = 2000, .def = "16", .out = &cfg->payers},
         {"PPM_BENCH_LOAD", PPM_ENV_DURATION, .min = 100, .max = 3600000, .def = "15s",
          .out = &cfg->load_ms},
         {"PPM_BENCH_READY_RUNS", PPM_ENV_INT, .min = 0, .max = 100, .def = "3",
@@ -1197,16 +1235,16 @@ main (void)
     /* (a) checkout -> funded, one payer, one session after the other. */
     self->budget = cfg->warmup;
     s_run (self, 1, false, 0);
+    s_errors_reset (self);
     self->measuring = true;
     self->window_start_us = s_now_us ();
     self->budget = cfg->sequential;
     s_run (self, 1, false, 0);
     self->measuring = false;
-    size_t sequential_errors = self->errors;
     s_report_latency (self, "", "one payer, sessions one after another");
+    s_report_errors (self, "e2e.errors_sequential", "one payer, sessions one after another");
     if (self->funded.count == 0) {
         fprintf (stderr, "bench_e2e: no session was funded\n");
-        s_report_errors (self, "e2e.funded_p50");
         goto cleanup;
     }
 
@@ -1217,11 +1255,9 @@ main (void)
     s_samples_reset (&self->confirm);
     self->budget = cfg->payers;
     s_run (self, (size_t)cfg->payers, false, s_now_us () + S_DRAIN_MS * 1000LL);
-    self->errors = 0;
-    self->error_kept = 0;
+    s_errors_reset (self);
     self->completed = 0;
     self->completed_all = 0;
-    self->attempted = 0;
     self->measuring = true;
     self->budget = -1;
     double commits_before = s_pg_commits (cfg->pg_url);
@@ -1257,16 +1293,7 @@ main (void)
                           "services, background work included)",
                           figure, NULL, NULL, NULL, PPM_BENCH_NO_AIM);
     }
-    snprintf (figure, sizeof figure, "%zu", self->errors);
-    snprintf (what, sizeof what, "failed sessions under that load (of %zu started)",
-              self->attempted);
-    ppm_bench_result ("e2e.errors", what, figure, NULL, NULL, "0",
-                      ppm_bench_met (self->errors == 0));
-    if (self->errors)
-        s_report_errors (self, "e2e.errors");
-    if (sequential_errors)
-        ppm_bench_gap ("e2e.errors", "%zu sessions of the sequential phase failed too",
-                       sequential_errors);
+    s_report_errors (self, "e2e.errors", "under that load");
 
     /* (c) RSS idle and under load */
     for (int i = 0; i < S_SERVICES; i++) {

@@ -15,7 +15,7 @@
 # run-bench.sh runs this script and skips the bare bench_e2e binary.
 #
 #   tests/bench/bench_e2e.sh [BIN_DIR]
-#   PPM_BENCH_SEQUENTIAL (200)  PPM_BENCH_PAYERS (32)  PPM_BENCH_LOAD (15s)
+#   PPM_BENCH_SEQUENTIAL (200)  PPM_BENCH_PAYERS (16)  PPM_BENCH_LOAD (15s)
 #   PPM_BENCH_WARMUP (5)  PPM_BENCH_READY_RUNS (3)    (read by bench_e2e)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)

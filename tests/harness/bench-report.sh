@@ -161,9 +161,14 @@ END {
                 s = sprintf("- %s: %s against the aim %s", rwhat[a, k], fmt(rfig[a, k]), fmt(raim[a, k]))
                 if (rbase[a, k] != "" && rbase[a, k] != "-") s = s sprintf(" (baseline %s, ratio %s)", rbase[a, k], fmt(rratio[a, k]))
                 s = s "."
-                if (rid[a, k] in gap) s = s " " cap(gap[rid[a, k]]) "."
+                if (rid[a, k] in gap) {
+                    g = cap(gap[rid[a, k]])
+                    s = s " " g (g ~ /[.!?]$/ ? "" : ".")
+                }
                 kind = load_kind(bothers[b], bniced[b])
-                if (kind == "busy")
+                if (raim[a, k] == "0")
+                    s = s " Failures are the code'"'"'s however busy the machine was: a slow machine only makes those that depend on timing likelier."
+                else if (kind == "busy")
                     s = s sprintf(" Other work kept %s while it ran, so part of the gap may be the machine rather than the code: run `make bench` again on a quiet machine before drawing conclusions.", others_text(bothers[b], bniced[b]))
                 else if (kind == "niced")
                     s = s sprintf(" Other work kept %s while it ran, but at lowered priority: it gives way to the benchmark, so most of the gap is likely the code'"'"'s; a run on a quiet machine settles it.", others_text(bothers[b], bniced[b]))
