@@ -202,6 +202,35 @@ s_tick_cost (metering_store_t *store, int rounds)
     return (double)(t1 - t0) / rounds;
 }
 
+/* Waits (at most 120 s) until Redis has no AOF rewrite or RDB save
+   running: the fork and its copy-on-write after a million writes would be
+   measured as tick cost. Returns the milliseconds waited. */
+static int64_t
+s_wait_background (redisContext *c)
+{
+    int64_t start = zclock_mono ();
+    while (zclock_mono () - start < 120000) {
+        redisReply *r = redisCommand (c, "INFO persistence");
+        bool busy = r && r->type == REDIS_REPLY_STRING &&
+                    (strstr (r->str, "aof_rewrite_in_progress:1") ||
+                     strstr (r->str, "rdb_bgsave_in_progress:1") ||
+                     strstr (r->str, "aof_rewrite_scheduled:1"));
+        freeReplyObject (r);
+        if (!busy)
+            break;
+        zclock_sleep (100);
+    }
+    return zclock_mono () - start;
+}
+
+static int
+s_cmp_double (const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static int
 s_cmp (const void *a, const void *b)
 {
@@ -326,7 +355,6 @@ main (void)
     snprintf (s_url, sizeof s_url, "%s/13", getenv ("PPM_TEST_REDIS_URL"));
     metering_store_t *small = metering_store_new (s_url, 10000);
     s_fill (small, 1000, now, far, 600000, "t_bench_small");
-    double cost_small = s_tick_cost (small, 2000);
     char what[128];
 
     snprintf (s_url, sizeof s_url, "%s/12", getenv ("PPM_TEST_REDIS_URL"));
@@ -362,15 +390,38 @@ main (void)
             bucket_bytes += r->integer;
         freeReplyObject (r);
     }
-    double cost_big = s_tick_cost (store, 2000);
+    /* Tick cost: rounds alternate the small and the big database once
+       Redis is done persisting the fill, so that both see the same
+       machine; medians over the rounds. */
+    int64_t waited = s_wait_background (c12);
+    enum { TICK_ROUNDS = 7 };
+    double smalls[TICK_ROUNDS];
+    double bigs[TICK_ROUNDS];
+    double ratios[TICK_ROUNDS];
+    for (int round = 0; round < TICK_ROUNDS; round++) {
+        if (round % 2 == 0) {
+            smalls[round] = s_tick_cost (small, 300);
+            bigs[round] = s_tick_cost (store, 300);
+        } else {
+            bigs[round] = s_tick_cost (store, 300);
+            smalls[round] = s_tick_cost (small, 300);
+        }
+        ratios[round] = bigs[round] / smalls[round];
+    }
+    qsort (smalls, TICK_ROUNDS, sizeof (double), s_cmp_double);
+    qsort (bigs, TICK_ROUNDS, sizeof (double), s_cmp_double);
+    qsort (ratios, TICK_ROUNDS, sizeof (double), s_cmp_double);
+    double cost_small = smalls[TICK_ROUNDS / 2];
+    double cost_big = bigs[TICK_ROUNDS / 2];
+    double tick_ratio = ratios[TICK_ROUNDS / 2];
     printf ("metering: %zu active sessions written in %.1f s (%lld keys; session hash "
             "encoding %s)\n",
             big, (double)(t1 - t0) / 1e6, keys, encoding);
     printf ("metering: Redis memory per active session: %.0f bytes (aim <= 300)\n",
             (double)(after - before) / (double)big);
     printf ("metering: tick cost, nothing due: %.1f us with 1000 sessions, %.1f us with %zu; "
-            "ratio %.2f (aim <= 1.5)\n",
-            cost_small, cost_big, big, cost_big / cost_small);
+            "ratio %.2f (rounds %.2f..%.2f) (aim <= 1.5)\n",
+            cost_small, cost_big, big, tick_ratio, ratios[0], ratios[TICK_ROUNDS - 1]);
     fflush (stdout);
     double per_session = (double)(after - before) / (double)big;
     double bucket_share = (double)bucket_bytes / (double)big;
@@ -388,19 +439,26 @@ main (void)
                        per_session - (double)hash_bytes - bucket_share);
     snprintf (figure, sizeof figure, "%.1f us", cost_big);
     snprintf (baseline, sizeof baseline, "%.1f us", cost_small);
-    snprintf (ratio, sizeof ratio, "%.2f", cost_big / cost_small);
+    snprintf (ratio, sizeof ratio, "%.2f", tick_ratio);
     snprintf (what, sizeof what, "tick cost with nothing due, %zu vs 1000 idle sessions", big);
     ppm_bench_result ("metering.tick_ratio", what, figure, baseline, ratio, "<= 1.5",
-                      ppm_bench_met (cost_big / cost_small <= 1.5));
+                      ppm_bench_met (tick_ratio <= 1.5));
+    if (tick_ratio > 1.5)
+        ppm_bench_gap ("metering.tick_ratio",
+                       "the per-round ratios ranged %.2f..%.2f over %d rounds; each round makes "
+                       "300 ticks' worth of ZRANGEBYSCORE on the %d buckets of each database",
+                       ratios[0], ratios[TICK_ROUNDS - 1], TICK_ROUNDS, BUCKETS);
     ppm_bench_note ("metering",
                     "bench_metering, on the harness's Redis and PostgreSQL: (1) %zu funded, "
                     "active sessions written by the real create script with their bucket "
                     "entries, Redis INFO used_memory before and after; (2) the tick's Redis work "
-                    "with nothing due (one ZRANGEBYSCORE per bucket, %d buckets, pipelined), mean "
-                    "of 2000 rounds, with 1000 and with %zu sessions; (3) the real metering actor "
+                    "with nothing due (one ZRANGEBYSCORE per bucket, %d buckets, pipelined) with "
+                    "1000 and with %zu sessions, after Redis finished persisting the fill (waited "
+                    "%lld ms): %d rounds alternate the two, 300 ticks each, medians over the "
+                    "rounds; (3) the real metering actor "
                     "(tick %d ms) with 10,000 sessions due within one second: lateness of each "
                     "session.expired event after its deadline.",
-                    big, BUCKETS, big, TICK_MS);
+                    big, BUCKETS, big, (long long)waited, (int)TICK_ROUNDS, TICK_MS);
     freeReplyObject (redisCommand (c12, "FLUSHDB"));
     freeReplyObject (redisCommand (c13, "FLUSHDB"));
     metering_store_destroy (&small);
