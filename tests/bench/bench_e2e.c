@@ -726,11 +726,12 @@ s_payer_step (s_payer_t *payer)
     return false;
 }
 
-/* Runs the first count payers until each has stopped (budget spent or
-   deadline passed) or drain_until passes; then abandons what is left.
-   Every second, when scrape is true, the services' RSS is read. */
 static void s_scrape_start (s_bench_t *self);
 
+/* Runs the first count payers until each has stopped (budget spent or
+   deadline passed) or hard_end_us (0: none) passes; then abandons what is
+   left, each as a failed session. Every second, when scrape is true and
+   the window is open, the services' RSS is read. */
 static void
 s_run (s_bench_t *self, size_t count, bool scrape, int64_t hard_end_us)
 {
