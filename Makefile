@@ -83,7 +83,9 @@ deps:
 
 build: $(LIBPPM) $(SVC_LIBS) $(SVC_BINS) $(TOOL_BINS) $(EMU_BIN)
 
-tests: build $(TESTLIB) $(TEST_BINS)
+# The benchmarks are built with the tests, so that a change that breaks
+# one fails `make test`, and tests/e2e/run.sh has bench_e2e to run.
+tests: build $(TESTLIB) $(TEST_BINS) $(BENCH_BINS)
 benches: build $(BENCH_BINS)
 
 # --- generated protobuf code --------------------------------------------
@@ -168,6 +170,8 @@ test: deps
 test-only: deps tests
 	bash tests/harness/run-tests.sh $(BUILD)
 
+# `make bench`: every benchmark, then docs/BENCHMARKS.md written from
+# their figures (tests/bench/README.md).
 bench: deps benches
 	bash tests/harness/run-bench.sh $(BUILD)
 

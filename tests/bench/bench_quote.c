@@ -9,7 +9,8 @@
     the difference is the server's work only. The echo answers each request
     with a frame as large as a real quote reply. Runs alternate between the
     two servers (S_ROUNDS rounds) and each figure is a median, so that a
-    busy machine disturbs both alike.
+    busy machine disturbs both alike. The figures are printed for a reader
+    and as result lines (tests/lib/ppm_bench.h) for docs/BENCHMARKS.md.
 
     Usage: bench_quote [tenants] [rates_per_tenant] [seconds of throughput runs per server]
 */
@@ -25,6 +26,7 @@
 #include "services/config/config_settings.h"
 #include "services/rate/rate_cache.h"
 #include "services/rate/rate_server.h"
+#include "tests/lib/ppm_bench.h"
 
 #define S_REQUESTS 1024 /* distinct pre-packed requests, cycled */
 #define S_WINDOW   100  /* requests in flight for the throughput run (as bench_rpc_echo) */
@@ -260,6 +262,31 @@ main (int argc, char **argv)
     printf ("ratio         : throughput %.0f %% of echo (target >= 50 %%), median RTT %.2fx "
             "echo (target <= 1.5x)\n",
             throughput_ratio * 100, rtt_ratio);
+    fflush (stdout);
+
+    char figure[64];
+    char baseline[64];
+    char ratio[64];
+    snprintf (figure, sizeof figure, "%.0f req/s", quote.per_second);
+    snprintf (baseline, sizeof baseline, "%.0f req/s", bare.per_second);
+    snprintf (ratio, sizeof ratio, "%.2f", throughput_ratio);
+    ppm_bench_result ("quote.throughput", "rate.Quote throughput, 100 in flight", figure, baseline,
+                      ratio, ">= 0.50 x bare ROUTER/DEALER echo",
+                      ppm_bench_met (throughput_ratio >= 0.5));
+    snprintf (figure, sizeof figure, "%.1f us", quote.median_us);
+    snprintf (baseline, sizeof baseline, "%.1f us", bare.median_us);
+    snprintf (ratio, sizeof ratio, "%.2f", rtt_ratio);
+    ppm_bench_result ("quote.rtt", "rate.Quote median round trip, 1 in flight", figure, baseline,
+                      ratio, "<= 1.5 x bare", ppm_bench_met (rtt_ratio <= 1.5));
+    ppm_bench_note ("quote",
+                    "bench_quote: the rate actor in-process with %d tenants x %d individual "
+                    "rates preloaded, each request for a random (tenant, payee); the baseline is "
+                    "a bare ROUTER answering every request with a frame as large as a real quote "
+                    "reply (request %zu B, reply %zu B). One raw DEALER drives both with the "
+                    "same pre-packed envelopes: round trips with one in flight (5000), then "
+                    "throughput with %d in flight; %d rounds alternate rate and echo, each "
+                    "figure is the median over the rounds.",
+                    tenants, rates, request_bytes, quote.reply_bytes, S_WINDOW, S_ROUNDS);
 
     zstr_free (&rate_endpoint);
     zstr_free (&echo_endpoint);

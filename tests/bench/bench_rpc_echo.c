@@ -20,8 +20,9 @@
     before and after so a reader can tell a quiet run from a busy one.
 
     It prints one line per figure with the median ratio ppm/bare and the aim
-    (throughput >= 50 % of bare, median RTT <= 1.5x bare), and exits 0
-    either way: the figures are for reading, the tests are elsewhere.
+    (throughput >= 50 % of bare, median RTT <= 1.5x bare), the same as
+    result lines (tests/lib/ppm_bench.h) for docs/BENCHMARKS.md, and exits
+    0 either way: the figures are for reading, the tests are elsewhere.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@
 #include "ppm_log.h"
 #include "ppm_rpc.h"
 #include "proto/echo.pb-c.h"
+#include "tests/lib/ppm_bench.h"
 
 #ifndef WINDOW /* -DWINDOW=… for a short run, e.g. under callgrind */
 #define WINDOW 100
@@ -388,6 +390,34 @@ main (void)
             ROUNDS, SAMPLES, (long long)ppm_rtt, (long long)bare_rtt, rtt_ratio,
             rtt_ratio <= 1.5 ? "ok" : "MISSED");
     fflush (stdout);
+
+    char figure[64];
+    char baseline[64];
+    char ratio[64];
+    snprintf (figure, sizeof figure, "%.0f req/s", ppm_tput);
+    snprintf (baseline, sizeof baseline, "%.0f req/s", bare_tput);
+    snprintf (ratio, sizeof ratio, "%.2f", tput_ratio);
+    ppm_bench_result ("rpc.throughput", "ppm_rpc echo throughput, 100 in flight", figure, baseline,
+                      ratio, ">= 0.50 x bare ROUTER/DEALER", ppm_bench_met (tput_ratio >= 0.5));
+    if (tput_ratio < 0.5)
+        ppm_bench_gap ("rpc.throughput",
+                       "the per-round ratios ranged %.2f..%.2f over %d rounds (ppm_rpc %.0f, "
+                       "bare %.0f req/s at the medians)",
+                       tput_low, tput_high, ROUNDS, ppm_tput, bare_tput);
+    snprintf (figure, sizeof figure, "%lld us", (long long)ppm_rtt);
+    snprintf (baseline, sizeof baseline, "%lld us", (long long)bare_rtt);
+    snprintf (ratio, sizeof ratio, "%.2f", rtt_ratio);
+    ppm_bench_result ("rpc.rtt", "ppm_rpc echo median round trip, 1 in flight", figure, baseline,
+                      ratio, "<= 1.5 x bare", ppm_bench_met (rtt_ratio <= 1.5));
+    ppm_bench_note ("rpc",
+                    "bench_rpc_echo: a ppm_rpc server (echo.Echo) and a bare libzmq ROUTER that "
+                    "returns every message, each in a thread of one process on TCP loopback; "
+                    "the bare messages are as large as ppm's envelope (%d B payload, %zu B on "
+                    "the wire). Throughput with %d requests in flight over %d requests, round "
+                    "trip with one in flight over %d samples; %d rounds alternate the two, each "
+                    "figure is the median over the rounds and the ratio the median of the "
+                    "per-round ratios. Load average %.2f before, %.2f after.",
+                    PAYLOAD, wire_size, WINDOW, TOTAL, SAMPLES, ROUNDS, load_before, load_after);
 
     free (bare_msg);
     zsock_destroy (&dealer);

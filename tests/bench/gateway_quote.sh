@@ -2,7 +2,8 @@
 # Gateway benchmark (SPEC §7): wrk against GET /v1/quote (user token checked,
 # query validated, answered as JSON) and, as the baseline measured in the
 # same run on the same machine, against nginx serving a static file of the
-# same size. Prints both and the ratio (the promise: ≥ 30 %).
+# same size. Prints both and the ratio (the promise: ≥ 30 %), for a reader
+# and as result lines (tests/lib/bench.sh) for docs/BENCHMARKS.md.
 #
 # The gateway runs in front of the real rate and config services: the whole
 # stack as `make run` starts it (deploy/run.sh through tests/lib/stack.sh:
@@ -30,6 +31,8 @@ nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
 # shellcheck source=tests/lib/stack.sh
 . "$root/tests/lib/stack.sh"
+# shellcheck source=tests/lib/bench.sh
+. "$root/tests/lib/bench.sh"
 tmp=$(mktemp -d "${PPM_TEST_TMP:-/tmp}/ppm-bench-gw.XXXXXX")
 chmod 755 "$tmp" # PostgreSQL runs as "postgres" under root and must reach its dir
 cleanup() {
@@ -107,3 +110,17 @@ printf '  nginx static file             %8d req/s  (baseline)\n' "$ng"
 printf '  gateway, quote cache 1 s      %8d req/s  %5s %% of nginx (promise: >= 30 %%)\n' "$gw" "$ratio"
 printf '  gateway, every call to rate   %8d req/s  %5s %% of nginx\n' "$gw_nocache" "$ratio_nc"
 awk -v r="$ratio" 'BEGIN { exit !(r >= 30) }' && echo "gateway bench: PASS" || echo "gateway bench: BELOW the 30 % aim"
+
+frac() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+bench_result gateway.quote_rps "GET /v1/quote ($size B), quote cache 1 s (the default)" \
+    "$gw req/s" "$ng req/s" "$(frac "$gw" "$ng")" ">= 0.30 x nginx static file" \
+    "$(bench_met "$gw >= 0.3 * $ng")"
+bench_result gateway.quote_rps_nocache "GET /v1/quote, cache off: a rate.Quote RPC per request" \
+    "$gw_nocache req/s" "$ng req/s" "$(frac "$gw_nocache" "$ng")" "" -
+[ "$(bench_met "$gw >= 0.3 * $ng")" = yes ] ||
+    bench_gap gateway.quote_rps "with every quote from rate (no cache) the gateway served $gw_nocache req/s"
+bench_note gateway "gateway_quote.sh: wrk (2 threads, $conns connections, ${secs} s) against \
+GET /v1/quote on the whole stack as make run starts it (deploy/run.sh through tests/lib/stack.sh, \
+free ports, a payer's token from ppmctl), then against nginx (2 workers, access log off) serving \
+a static file of the same $size bytes on the same machine. Run twice on a fresh stack: with the \
+default quote cache, and with the cache off so that every request is a rate.Quote RPC."
