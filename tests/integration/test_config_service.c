@@ -754,10 +754,19 @@ test_events_snapshot_token_secret (void **state)
     zclock_sleep (200); /* slow joiner */
     Ppm__V1__Settings *s = s_enabled (tenant);
     s_ok (s_put (tenant, s, s->version, NULL));
+    /* The tenant's creation published an event too, after its reply: on a
+       busy machine it can reach this late subscriber first. */
     Ppm__V1__ConfigChanged *event = NULL;
-    assert_int_equal (ppm_events_sub_wait (sub, 3000, s_on_event, &event), 1);
-    assert_non_null (event);
-    assert_string_equal (event->tenant_id, tenant);
+    for (int i = 0; i < 5; i++) {
+        if (event)
+            ppm__v1__config_changed__free_unpacked (event, NULL);
+        event = NULL;
+        assert_int_equal (ppm_events_sub_wait (sub, 3000, s_on_event, &event), 1);
+        assert_non_null (event);
+        assert_string_equal (event->tenant_id, tenant);
+        if (event->settings_version >= 2)
+            break;
+    }
     assert_int_equal (event->settings_version, 2);
     int64_t revision = event->revision;
     ppm__v1__config_changed__free_unpacked (event, NULL);
