@@ -1031,6 +1031,23 @@ s_get (ppm_rpc_call_t *call, void *arg)
     int found = metering_store_get (self->store, req->session_id, &snap);
     if (found == 1 && strcmp (snap.tenant, tenant) != 0)
         found = 0;
+    if (found == 1 && !snap.finalized && metering_snap_overdue (&snap, now)) {
+        /* The hash is behind the clock: the tick of the replica holding
+           its bucket is late (that replica died and its lease has not run
+           out, or this one just started). Bring the session up to now
+           first, so that nobody is told "active" after the paid time is
+           up; the transition happens once, whoever runs it. */
+        metering_result_t res;
+        if (metering_store_op (self->store, req->session_id, "tick", now, tenant, 0, NULL, &res) ==
+                0 &&
+            res.code == 0 && !(res.flags & METERING_R_GONE)) {
+            if (res.nevents > 0) {
+                s_after (self, &res, now, -1);
+                snap = res.snap;
+            } else
+                found = metering_store_get (self->store, req->session_id, &snap);
+        }
+    }
     if (found != 1)
         found = metering_db_get (self->pg, tenant, req->session_id, &snap);
     if (found < 0)

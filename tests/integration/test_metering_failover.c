@@ -26,10 +26,11 @@ static char s_redis[256];
 static char s_tenant[32];
 
 typedef struct {
-    pid_t pid;     /* the process */
-    char rpc[64];  /* its RPC endpoint */
-    char pub[64];  /* its PUB endpoint */
-    char name[16]; /* replica id */
+    pid_t pid;      /* the process */
+    char rpc[64];   /* its RPC endpoint */
+    char pub[64];   /* its PUB endpoint */
+    char name[16];  /* replica id */
+    char lease[16]; /* PPM_METERING_LEASE */
 } s_proc_t;
 
 static void
@@ -49,7 +50,7 @@ s_spawn (s_proc_t *p)
         setenv ("PPM_PAYMENT_ENDPOINT", s_payment_ep, 1);
         setenv ("PPM_METERING_REPLICA_ID", p->name, 1);
         setenv ("PPM_METERING_TICK", "20ms", 1);
-        setenv ("PPM_METERING_LEASE", "600ms", 1);
+        setenv ("PPM_METERING_LEASE", p->lease[0] ? p->lease : "600ms", 1);
         setenv ("PPM_METERING_BUCKETS", "64", 1);
         setenv ("PPM_LOG_LEVEL", "warn", 1);
         setenv ("PPM_METRICS_BIND", "127.0.0.1:0", 1);
@@ -83,6 +84,7 @@ s_proc_init (s_proc_t *p, const char *name)
     snprintf (p->rpc, sizeof p->rpc, "tcp://127.0.0.1:%d", tk_free_port ());
     snprintf (p->pub, sizeof p->pub, "tcp://127.0.0.1:%d", tk_free_port ());
     snprintf (p->name, sizeof p->name, "%s", name);
+    p->lease[0] = '\0';
     p->pid = 0;
 }
 
@@ -305,12 +307,79 @@ test_two_replicas_takeover (void **state)
     s_stop (&a);
 }
 
+/* The replica holding every bucket dies with a lease far longer than the
+   sessions' paid time: its sessions fall due and nobody ticks them. Get
+   through the other replica brings each one up to now: expired at its
+   exact deadline, all its time used, the expiry event published once. */
+static void
+test_get_while_owner_dead (void **state)
+{
+    (void)state;
+    /* A Redis database of its own: the earlier tests' replicas still count
+       as live there for three (20 s) leases, which would halve B's share. */
+    char shared[256];
+    snprintf (shared, sizeof shared, "%s", s_redis);
+    tk_redis_url (s_redis, sizeof s_redis, 12);
+    tk_redis (s_redis, "FLUSHDB");
+    s_proc_t a = {0};
+    s_proc_t b = {0};
+    s_proc_init (&a, "A3");
+    s_proc_init (&b, "B3");
+    snprintf (a.lease, sizeof a.lease, "20s");
+    snprintf (b.lease, sizeof b.lease, "20s");
+    s_spawn (&b);
+    ppm_rpc_client_t *cb = ppm_rpc_client_new (b.rpc);
+    s_wait_up (cb);
+    int lb = 0;
+    for (int i = 0; i < 400 && (lb = s_leases_of ("B3")) != 64; i++)
+        zclock_sleep (25);
+    assert_int_equal (lb, 64);
+    s_spawn (&a);
+    ppm_rpc_client_t *ca = ppm_rpc_client_new (a.rpc);
+    s_wait_up (ca);
+    ppm_events_sub_t *sub = ppm_events_sub_new (a.pub);
+    ppm_events_subscribe (sub, "session.expired");
+    static tk_events_t events;
+    events.count = 0;
+    zclock_sleep (100);
+    /* 3..6 paid minutes: 1.8..3.6 s at scale 100 */
+    s_make (cb, 40, "g");
+    s_kill9 (&b);
+    int64_t last = 0;
+    for (size_t i = 0; i < 40; i++)
+        if (s_sess[i].expiry > last)
+            last = s_sess[i].expiry;
+    while (ppm_clock_now_ms () < last + 50 * SCALE)
+        zclock_sleep (20);
+    /* B's leases (20 s) still run: A ticks none of these sessions. */
+    assert_int_equal (s_leases_of ("A3"), 0);
+    for (size_t i = 0; i < 40; i++) {
+        Ppm__V1__SessionReply *r = NULL;
+        assert_null (tk_session (ca, "metering.Get", s_tenant, s_sess[i].sid, NULL, NULL, 0, &r));
+        assert_int_equal (r->session->state, PPM__V1__SESSION_STATE__SESSION_EXPIRED);
+        assert_int_equal (r->session->ended_at_ms, s_sess[i].expiry);
+        assert_int_equal (r->session->used_ms, r->session->funded_ms);
+        protobuf_c_message_free_unpacked (&r->base, NULL);
+    }
+    size_t n = 40;
+    tk_collect (sub, &events, 3000, s_all_expired, &n);
+    for (size_t i = 0; i < 40; i++)
+        assert_int_equal (tk_count (&events, s_sess[i].sid, "session.expired"), 1);
+    ppm_events_sub_destroy (&sub);
+    ppm_rpc_client_destroy (&ca);
+    ppm_rpc_client_destroy (&cb);
+    s_stop (&a);
+    tk_redis (s_redis, "FLUSHDB");
+    snprintf (s_redis, sizeof s_redis, "%s", shared);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test (test_kill9_mid_1000_sessions),
         cmocka_unit_test (test_two_replicas_takeover),
+        cmocka_unit_test (test_get_while_owner_dead),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }
