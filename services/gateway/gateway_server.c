@@ -1284,7 +1284,9 @@ s_confirm (s_self_t *self, s_ctx_t *ctx)
     msg.payer = ctx->claims.sub;
     msg.payment_id = (char *)payment_id;
     msg.payment_method = (char *)method;
-    s_call (ctx, self->payment_rpc, "payment", "payment.Confirm", &msg.base, true,
+    /* Not idempotent (PROTOCOL.md): each call is one confirmation attempt
+       at Stripe under a new idempotency key, so it is sent once. */
+    s_call (ctx, self->payment_rpc, "payment", "payment.Confirm", &msg.base, false,
             &ppm__v1__confirm_reply__descriptor, s_confirm_reply, false);
 }
 

@@ -18,6 +18,7 @@
 #include <czmq.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "ppm_clock.h"
 #include "ppm_events.h"
@@ -286,6 +287,27 @@ s_fake_rate_metering (ppm_rpc_call_t *call, const char *method, const char *tena
     }
 }
 
+/* payment.Confirm with "pm_card_slow": answered after 300 ms (a Stripe
+   confirm takes that long), and counted: each call is one confirmation
+   attempt at Stripe, so the gateway must send it once. */
+static zloop_t *s_fake_loop;
+static _Atomic int s_slow_confirms;
+
+static int
+s_answer_slow (zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    ppm_rpc_call_t *call = arg;
+    Ppm__V1__ConfirmReply reply = PPM__V1__CONFIRM_REPLY__INIT;
+    reply.payment_id = "pay_1";
+    reply.state = PPM__V1__PAYMENT_STATE__PAYMENT_SUCCEEDED;
+    reply.amount = 2500;
+    reply.currency = "USD";
+    ppm_rpc_call_reply (&call, &reply.base);
+    return 0;
+}
+
 static void
 s_fake_payment (ppm_rpc_call_t *call, const char *method)
 {
@@ -308,7 +330,10 @@ s_fake_payment (ppm_rpc_call_t *call, const char *method)
     } else if (streq (method, "payment.Confirm")) {
         Ppm__V1__ConfirmRequest *req = (Ppm__V1__ConfirmRequest *)ppm_rpc_call_unpack (
             call, &ppm__v1__confirm_request__descriptor);
-        if (streq (req->payment_method, "pm_card_chargeDeclined")) {
+        if (streq (req->payment_method, "pm_card_slow")) {
+            s_slow_confirms++;
+            zloop_timer (s_fake_loop, 300, 1, s_answer_slow, call);
+        } else if (streq (req->payment_method, "pm_card_chargeDeclined")) {
             ppm_status_t *st =
                 ppm_status_new (PPM_FAILED_PRECONDITION, "card_declined: Your card was declined.");
             ppm_status_add_field (st, "decline_code", "generic_decline");
@@ -438,6 +463,7 @@ s_fakes_actor (zsock_t *pipe, void *args)
 {
     (void)args;
     zloop_t *loop = zloop_new ();
+    s_fake_loop = loop;
     const char *methods[] = {"config.VerifyAdminKey",
                              "config.GetUserTokenSecret",
                              "config.GetSettings",
@@ -930,6 +956,14 @@ test_sessions (void **state)
     assert_int_equal (r.status, 422);
     assert_non_null (strstr (r.body, "card_declined"));
     assert_non_null (strstr (r.body, "generic_decline"));
+    /* a confirm that takes Stripe's time is sent to payment once: a re-send
+       would be a second confirmation attempt (a new Stripe key), and its
+       refusal could reach the payer before the first attempt's success */
+    s_slow_confirms = 0;
+    s_http ("POST", "/v1/sessions/s_1/confirm", s_token_payer,
+            "{\"payment_method\":\"pm_card_slow\",\"payment_id\":\"pay_1\"}", &r);
+    assert_int_equal (r.status, 200);
+    assert_int_equal (s_slow_confirms, 1);
 
     /* heartbeat and end */
     s_http ("POST", "/v1/sessions/s_1/heartbeat", s_token_payee, NULL, &r);
