@@ -546,6 +546,51 @@ s_rebuild (self_t *self, const char *tenant, int64_t *rebuilt, int64_t *present)
     return 0;
 }
 
+/* A script found no session sid in Redis. When PostgreSQL holds it
+   unfinished, Redis lost it (flushed, or restarted without its data)
+   and the lease cycle's rebuild has not run yet: write this one session
+   back from its snapshot now, exactly as the rebuild would. Returns 1
+   when it is in Redis again (run the operation again), 0 when it is
+   unknown or over for good, -1 when PostgreSQL or Redis fails. */
+static int
+s_restore (self_t *self, const char *tenant, const char *sid, int64_t now)
+{
+    metering_snap_t snap;
+    int found = metering_db_get (self->pg, tenant, sid, &snap);
+    if (found != 1)
+        return found < 0 ? -1 : 0;
+    if (snap.finalized)
+        return 0;
+    s_rebuild_t rb = {self, now, 0, 0, "", NULL, NULL, 0};
+    s_rebuild_row (&snap, &rb);
+    if (rb.rebuilt + rb.present == 0)
+        return -1;
+    ppm_log_kv (PPM_LOG_WARN, "metering: session restored from PostgreSQL (Redis had lost it)",
+                "session_id", sid, PPM_LOG_END);
+    return 1;
+}
+
+/* metering_store_op for an RPC: a session Redis lost but PostgreSQL has
+   is restored first (s_restore), so that a payment, a heartbeat or an end
+   is never refused as "not found" for a session that exists. Returns 0
+   (res filled, res->code may be a refusal), -1 when Redis fails, -2 when
+   PostgreSQL fails. */
+static int
+s_op (self_t *self, const char *sid, const char *op, int64_t now, const char *tenant, int argc,
+      const char **argv, metering_result_t *res)
+{
+    if (metering_store_op (self->store, sid, op, now, tenant, argc, argv, res))
+        return -1;
+    if (res->code != PPM_NOT_FOUND)
+        return 0;
+    int restored = s_restore (self, tenant, sid, now);
+    if (restored < 0)
+        return -2;
+    if (restored == 1 && metering_store_op (self->store, sid, op, now, tenant, argc, argv, res))
+        return -1;
+    return 0;
+}
+
 /* ---- leases ---------------------------------------------------------- */
 
 static int
@@ -865,8 +910,9 @@ s_fund (ppm_rpc_call_t *call, void *arg)
     const char *argv[] = {pfield, add, amount, req->currency};
     s_prearm (self, req->session_id, now);
     metering_result_t res;
-    if (metering_store_op (self->store, req->session_id, "fund", now, tenant, 4, argv, &res)) {
-        s_unavailable (&call, "Redis");
+    int rc = s_op (self, req->session_id, "fund", now, tenant, 4, argv, &res);
+    if (rc) {
+        s_unavailable (&call, rc == -2 ? "PostgreSQL" : "Redis");
         goto cleanup;
     }
     if (res.code != 0) {
@@ -933,8 +979,9 @@ s_session_op (self_t *self, ppm_rpc_call_t **call, const char *op, const char *m
     int64_t prearm = -1;
     if (strcmp (op, "hb") != 0)
         prearm = s_prearm (self, sid, now);
-    if (metering_store_op (self->store, sid, op, now, tenant, 4, argv, res)) {
-        s_unavailable (call, "Redis");
+    int rc = s_op (self, sid, op, now, tenant, 4, argv, res);
+    if (rc) {
+        s_unavailable (call, rc == -2 ? "PostgreSQL" : "Redis");
         return -1;
     }
     if (res->code != 0) {

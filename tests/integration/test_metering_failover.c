@@ -373,6 +373,61 @@ test_get_while_owner_dead (void **state)
     snprintf (s_redis, sizeof s_redis, "%s", shared);
 }
 
+/* Redis is emptied (FLUSHALL, or a restart without its data) and this
+   replica's lease cycle, which would rebuild every session, is 7 s away.
+   An awaiting session's payment is credited (a NOT_FOUND here made payment
+   give the money back and the payer never got the session), and an active
+   one's heartbeat is accepted with its deadline unchanged. */
+static void
+test_redis_lost_before_rebuild (void **state)
+{
+    (void)state;
+    char shared[256];
+    snprintf (shared, sizeof shared, "%s", s_redis);
+    tk_redis_url (s_redis, sizeof s_redis, 13);
+    tk_redis (s_redis, "FLUSHDB");
+    s_proc_t a = {0};
+    s_proc_init (&a, "A4");
+    snprintf (a.lease, sizeof a.lease, "20s");
+    s_spawn (&a);
+    ppm_rpc_client_t *client = ppm_rpc_client_new (a.rpc);
+    s_wait_up (client);
+    Ppm__V1__Quote q;
+    tk_quote (&q, true, NULL, 0, 600, 3600);
+    char *waiting = tk_create (client, s_tenant, &q, "u_lost_1");
+    char *running = tk_create (client, s_tenant, &q, "u_lost_2");
+    assert_non_null (waiting);
+    assert_non_null (running);
+    Ppm__V1__FundReply *fr = NULL;
+    assert_null (tk_fund (client, s_tenant, running, "pay_lost_2", 30, &fr));
+    int64_t deadline = fr->session->expires_at_ms;
+    protobuf_c_message_free_unpacked (&fr->base, NULL);
+    zclock_sleep (300); /* the lease cycle at start has run; the next is 7 s away */
+    tk_redis (s_redis, "FLUSHDB");
+    fr = NULL;
+    ppm_status_t *st = tk_fund (client, s_tenant, waiting, "pay_lost_1", 10, &fr);
+    if (st)
+        fail_msg ("Fund after Redis lost the session: %s %s", ppm_code_name (ppm_status_code (st)),
+                  ppm_status_message (st));
+    assert_int_equal (fr->session->state, PPM__V1__SESSION_STATE__SESSION_ACTIVE);
+    assert_int_equal (fr->session->funded_ms, 10 * 60000);
+    protobuf_c_message_free_unpacked (&fr->base, NULL);
+    Ppm__V1__SessionReply *r = NULL;
+    st = tk_session (client, "metering.Heartbeat", s_tenant, running, "payer", "u_lost_2", 0, &r);
+    if (st)
+        fail_msg ("Heartbeat after Redis lost the session: %s %s",
+                  ppm_code_name (ppm_status_code (st)), ppm_status_message (st));
+    assert_int_equal (r->session->state, PPM__V1__SESSION_STATE__SESSION_ACTIVE);
+    assert_int_equal (r->session->expires_at_ms, deadline);
+    protobuf_c_message_free_unpacked (&r->base, NULL);
+    free (waiting);
+    free (running);
+    ppm_rpc_client_destroy (&client);
+    s_stop (&a);
+    tk_redis (s_redis, "FLUSHDB");
+    snprintf (s_redis, sizeof s_redis, "%s", shared);
+}
+
 int
 main (void)
 {
@@ -380,6 +435,7 @@ main (void)
         cmocka_unit_test (test_kill9_mid_1000_sessions),
         cmocka_unit_test (test_two_replicas_takeover),
         cmocka_unit_test (test_get_while_owner_dead),
+        cmocka_unit_test (test_redis_lost_before_rebuild),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }
