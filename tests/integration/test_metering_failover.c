@@ -376,8 +376,9 @@ test_get_while_owner_dead (void **state)
 /* Redis is emptied (FLUSHALL, or a restart without its data) and this
    replica's lease cycle, which would rebuild every session, is 7 s away.
    An awaiting session's payment is credited (a NOT_FOUND here made payment
-   give the money back and the payer never got the session), and an active
-   one's heartbeat is accepted with its deadline unchanged. */
+   give the money back and the payer never got the session), an active
+   one's heartbeat is accepted with its deadline unchanged, and a finished
+   one still answers End with its result. */
 static void
 test_redis_lost_before_rebuild (void **state)
 {
@@ -396,13 +397,25 @@ test_redis_lost_before_rebuild (void **state)
     tk_quote (&q, true, NULL, 0, 600, 3600);
     char *waiting = tk_create (client, s_tenant, &q, "u_lost_1");
     char *running = tk_create (client, s_tenant, &q, "u_lost_2");
+    char *over = tk_create (client, s_tenant, &q, "u_lost_3");
     assert_non_null (waiting);
     assert_non_null (running);
+    assert_non_null (over);
     Ppm__V1__FundReply *fr = NULL;
     assert_null (tk_fund (client, s_tenant, running, "pay_lost_2", 30, &fr));
     int64_t deadline = fr->session->expires_at_ms;
     protobuf_c_message_free_unpacked (&fr->base, NULL);
-    zclock_sleep (300); /* the lease cycle at start has run; the next is 7 s away */
+    assert_null (tk_fund (client, s_tenant, over, "pay_lost_3", 30, NULL));
+    Ppm__V1__EndRequest end = PPM__V1__END_REQUEST__INIT;
+    end.session_id = over;
+    end.by = "payer";
+    end.actor = "u_lost_3";
+    Ppm__V1__EndReply *er = NULL;
+    assert_null (tk_call (client, "metering.End", s_tenant, &end.base,
+                          &ppm__v1__end_reply__descriptor, (ProtobufCMessage **)&er));
+    int64_t used = er->used_ms;
+    protobuf_c_message_free_unpacked (&er->base, NULL);
+    zclock_sleep (300); /* finalized; the lease cycle at start has run, the next is 7 s away */
     tk_redis (s_redis, "FLUSHDB");
     fr = NULL;
     ppm_status_t *st = tk_fund (client, s_tenant, waiting, "pay_lost_1", 10, &fr);
@@ -420,8 +433,25 @@ test_redis_lost_before_rebuild (void **state)
     assert_int_equal (r->session->state, PPM__V1__SESSION_STATE__SESSION_ACTIVE);
     assert_int_equal (r->session->expires_at_ms, deadline);
     protobuf_c_message_free_unpacked (&r->base, NULL);
+    /* Over for good and gone from Redis: End answers its record, already
+       ended (not "not found"), and a heartbeat is refused as ended. */
+    er = NULL;
+    st = tk_call (client, "metering.End", s_tenant, &end.base, &ppm__v1__end_reply__descriptor,
+                  (ProtobufCMessage **)&er);
+    if (st)
+        fail_msg ("End of a finished session after Redis lost it: %s %s",
+                  ppm_code_name (ppm_status_code (st)), ppm_status_message (st));
+    assert_true (er->already_ended);
+    assert_int_equal (er->used_ms, used);
+    assert_int_equal (er->session->state, PPM__V1__SESSION_STATE__SESSION_ENDED);
+    protobuf_c_message_free_unpacked (&er->base, NULL);
+    st = tk_session (client, "metering.Heartbeat", s_tenant, over, "payer", "u_lost_3", 0, NULL);
+    assert_non_null (st);
+    assert_int_equal (ppm_status_code (st), PPM_FAILED_PRECONDITION);
+    ppm_status_destroy (&st);
     free (waiting);
     free (running);
+    free (over);
     ppm_rpc_client_destroy (&client);
     s_stop (&a);
     tk_redis (s_redis, "FLUSHDB");
