@@ -1489,36 +1489,27 @@ s_settle_reply (s_settle_t *s, bool already)
 
 static void s_settle_next (s_settle_t *s);
 
+static void s_settle_next (s_settle_t *s);
+
+/* One settlement operation is done at Stripe: record what Stripe
+   answered (body: the PaymentIntent, or the refund) and go on. */
 static void
-s_on_settle_op (const payment_stripe_result_t *r, void *arg)
+s_settle_op_done (s_settle_t *s, const json_t *body, const char *request_id)
 {
-    s_settle_t *s = (s_settle_t *)arg;
     s_self_t *self = s->self;
     s_op_t *op = &s->ops[s->next];
     payment_row_t *row = &s->rows[op->index];
-    static const char *names[] = {"pi.capture", "pi.cancel", "refund.create"};
-    s_record_call (self, s->tenant, row->payment_id, names[op->kind], s->key, r);
     char error[200];
     payment_row_t after;
     bool changed = false;
-    if (r->err != PAYMENT_STRIPE_OK) {
-        /* Already in the target state at Stripe counts as done: we learn
-           it by fetching on the next run (reconciliation); here, fail. */
-        s->failed = true;
-        snprintf (s->error, sizeof s->error, "%s %s: %s", names[op->kind], row->payment_id,
-                  r->detail);
-        s->next = s->op_count;
-        s_settle_next (s);
-        return;
-    }
     if (op->kind == S_OP_REFUND) {
         payment_stripe_object_t refund;
-        if (payment_stripe_object_read (r->body, &refund, error, sizeof error) == 0) {
+        if (payment_stripe_object_read (body, &refund, error, sizeof error) == 0) {
             payment_ledger_refund (self->pg, s->tenant, row->payment_id, refund.id, op->amount,
-                                   refund.status, "unused minutes", r->request_id);
+                                   refund.status, "unused minutes", request_id);
             payment_change_t ch = PAYMENT_CHANGE_INIT;
             ch.cause = "settle: refund of unused minutes";
-            ch.request_id = r->request_id;
+            ch.request_id = request_id;
             ch.refunded = row->refunded + op->amount;
             ppm_counter_inc (self->m_refunded, (uint64_t)op->amount, s->tenant, row->currency);
             if (payment_ledger_apply (self->pg, s->tenant, row->payment_id, PAYMENT_ST_REFUNDED,
@@ -1528,18 +1519,112 @@ s_on_settle_op (const payment_stripe_result_t *r, void *arg)
         }
     } else {
         payment_stripe_pi_t pi;
-        if (payment_stripe_pi_read (r->body, &pi, error, sizeof error) == 0) {
+        if (payment_stripe_pi_read (body, &pi, error, sizeof error) == 0) {
             if (op->kind == S_OP_CAPTURE)
                 payment_ledger_capture (self->pg, s->tenant, row->payment_id, pi.amount_received,
-                                        r->request_id);
+                                        request_id);
             s_apply_pi (self, s->tenant, row->payment_id, &pi,
                         op->kind == S_OP_CAPTURE ? "settle: capture of used time"
                                                  : "settle: nothing used, released",
-                        r->request_id, NULL, &after);
+                        request_id, NULL, &after);
         }
     }
     s->next++;
     s_settle_next (s);
+}
+
+static void
+s_settle_op_failed (s_settle_t *s, const char *detail)
+{
+    static const char *names[] = {"pi.capture", "pi.cancel", "refund.create"};
+    s_op_t *op = &s->ops[s->next];
+    s->failed = true;
+    snprintf (s->error, sizeof s->error, "%s %s: %s", names[op->kind],
+              s->rows[op->index].payment_id, detail);
+    s->next = s->op_count;
+    s_settle_next (s);
+}
+
+/* The answer to Stripe's state after a failed operation (s_settle_verify). */
+static void
+s_on_settle_verified (const payment_stripe_result_t *r, void *arg)
+{
+    s_settle_t *s = (s_settle_t *)arg;
+    s_op_t *op = &s->ops[s->next];
+    payment_row_t *row = &s->rows[op->index];
+    char error[200];
+    if (r->err == PAYMENT_STRIPE_OK && op->kind == S_OP_REFUND) {
+        /* ours: this payment's settlement refund, of this amount */
+        size_t i;
+        json_t *item;
+        json_array_foreach (json_object_get (r->body, "data"), i, item)
+        {
+            payment_stripe_object_t refund;
+            if (payment_stripe_object_read (item, &refund, error, sizeof error) == 0 &&
+                strcmp (refund.meta.payment, row->payment_id) == 0 &&
+                strcmp (refund.meta.session, row->session_id) == 0 && refund.amount == op->amount &&
+                (strcmp (refund.status, "succeeded") == 0 ||
+                 strcmp (refund.status, "pending") == 0)) {
+                s_settle_op_done (s, item, r->request_id);
+                return;
+            }
+        }
+    } else if (r->err == PAYMENT_STRIPE_OK) {
+        payment_stripe_pi_t pi;
+        const char *want = op->kind == S_OP_CAPTURE ? "succeeded" : "canceled";
+        if (payment_stripe_pi_read (r->body, &pi, error, sizeof error) == 0 &&
+            strcmp (pi.status, want) == 0) {
+            s_settle_op_done (s, r->body, r->request_id);
+            return;
+        }
+    }
+    s_settle_op_failed (s, s->error);
+}
+
+/* The operation failed in a way that may hide its success: Stripe answered
+   500 after doing it (and replays that 500 under the same key for as long
+   as it keeps the key, so repeating it never tells), the answer was lost,
+   or Stripe says the intent is no longer in the state the operation needs
+   (done before). Asks Stripe for the intent (capture, cancel) or its
+   refunds; s_on_settle_verified decides. Returns true when asked. */
+static bool
+s_settle_verify (s_settle_t *s, const payment_stripe_result_t *r)
+{
+    s_self_t *self = s->self;
+    s_op_t *op = &s->ops[s->next];
+    payment_row_t *row = &s->rows[op->index];
+    s_tenant_t *t = s_tenant (self, s->tenant);
+    if ((!payment_stripe_indeterminate (r->err) && r->err != PAYMENT_STRIPE_INVALID &&
+         r->err != PAYMENT_STRIPE_CONFLICT) ||
+        !t || !self->stripe || !s_id_ok (row->payment_intent))
+        return false;
+    char path[400];
+    if (op->kind == S_OP_REFUND)
+        snprintf (path, sizeof path, "/v1/refunds?payment_intent=%s&limit=100",
+                  row->payment_intent);
+    else
+        snprintf (path, sizeof path, "/v1/payment_intents/%s", row->payment_intent);
+    return payment_stripe_request (self->stripe, "GET", path, NULL,
+                                   s_key (t, op->kind == S_OP_REFUND), NULL, s_on_settle_verified,
+                                   s) == 0;
+}
+
+static void
+s_on_settle_op (const payment_stripe_result_t *r, void *arg)
+{
+    s_settle_t *s = (s_settle_t *)arg;
+    s_self_t *self = s->self;
+    s_op_t *op = &s->ops[s->next];
+    payment_row_t *row = &s->rows[op->index];
+    static const char *names[] = {"pi.capture", "pi.cancel", "refund.create"};
+    s_record_call (self, s->tenant, row->payment_id, names[op->kind], s->key, r);
+    if (r->err != PAYMENT_STRIPE_OK) {
+        snprintf (s->error, sizeof s->error, "%s", r->detail);
+        if (!s_settle_verify (s, r))
+            s_settle_op_failed (s, r->detail);
+        return;
+    }
+    s_settle_op_done (s, r->body, r->request_id);
 }
 
 static void

@@ -698,6 +698,86 @@ test_cancel_when_nothing_used (void **state)
     free (pid);
 }
 
+/* Stripe executes a capture, a release or a refund and answers 500 (the
+   indeterminate outcome), and replays that 500 under the operation's key
+   for as long as it keeps it. The settlement asks Stripe what became of
+   the intent or its refunds instead of failing until reconciliation never
+   comes (it used to: the payment stayed authorized, the settlement was
+   re-sent every minute and the hold never captured in the ledger). */
+static void
+s_fail_next_after (const char *path)
+{
+    char rule[300];
+    snprintf (rule, sizeof rule,
+              "{\"path\": \"%s\", \"method\": \"POST\", \"mode\": \"error_after\", "
+              "\"count\": 1}",
+              path);
+    assert_int_equal (
+        ppm_test_emulator_control (s_fix.emu, "POST", "/_emulator/faults", rule, NULL), 200);
+}
+
+static const char *
+s_pi_of (const char *payment_id, char *out, size_t size)
+{
+    json_t *pi = NULL;
+    assert_int_equal (s_emu_pi_count (payment_id, &pi), 1);
+    snprintf (out, size, "%s", json_string_value (json_object_get (pi, "id")));
+    json_decref (pi);
+    return out;
+}
+
+static void
+test_settle_after_indeterminate_500 (void **state)
+{
+    (void)state;
+    char pi[80];
+    char path[200];
+    ppm_status_t *st = NULL;
+    /* capture: 3 of 10 minutes used */
+    s_add_session ("s_cap500", PAYER, 100, "USD", "authorize", false);
+    char *held = s_paid_checkout ("s_cap500", 10, PPM__V1__PAYMENT_STATE__PAYMENT_AUTHORIZED);
+    snprintf (path, sizeof path, "/v1/payment_intents/%s/capture", s_pi_of (held, pi, sizeof pi));
+    s_fail_next_after (path);
+    Ppm__V1__SettleReply *sr = s_settle ("s_cap500", 180000, &st);
+    if (st)
+        fail_msg ("settle after a capture answered 500: %s", ppm_status_message (st));
+    assert_int_equal (sr->charged, 300);
+    protobuf_c_message_free_unpacked (&sr->base, NULL);
+    Ppm__V1__Payment *p = s_get (held);
+    assert_int_equal (p->state, PPM__V1__PAYMENT_STATE__PAYMENT_SUCCEEDED);
+    assert_int_equal (p->captured, 300);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    /* release: nothing used */
+    s_add_session ("s_rel500", PAYER, 100, "USD", "authorize", false);
+    char *released = s_paid_checkout ("s_rel500", 10, PPM__V1__PAYMENT_STATE__PAYMENT_AUTHORIZED);
+    snprintf (path, sizeof path, "/v1/payment_intents/%s/cancel",
+              s_pi_of (released, pi, sizeof pi));
+    s_fail_next_after (path);
+    sr = s_settle ("s_rel500", 0, &st);
+    if (st)
+        fail_msg ("settle after a release answered 500: %s", ppm_status_message (st));
+    protobuf_c_message_free_unpacked (&sr->base, NULL);
+    p = s_get (released);
+    assert_int_equal (p->state, PPM__V1__PAYMENT_STATE__PAYMENT_CANCELED);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    /* refund of unused minutes: 2 of 10 used */
+    s_add_session ("s_ref500", PAYER, 100, "USD", "prepaid", true);
+    char *paid = s_paid_checkout ("s_ref500", 10, PPM__V1__PAYMENT_STATE__PAYMENT_SUCCEEDED);
+    s_fail_next_after ("/v1/refunds");
+    sr = s_settle ("s_ref500", 120000, &st);
+    if (st)
+        fail_msg ("settle after a refund answered 500: %s", ppm_status_message (st));
+    assert_int_equal (sr->refunded, 800);
+    protobuf_c_message_free_unpacked (&sr->base, NULL);
+    p = s_get (paid);
+    assert_int_equal (p->state, PPM__V1__PAYMENT_STATE__PAYMENT_REFUNDED);
+    assert_int_equal (p->refunded, 800);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    free (held);
+    free (released);
+    free (paid);
+}
+
 static void
 test_prepaid_partial_refund_and_totals (void **state)
 {
@@ -1174,6 +1254,7 @@ main (void)
         cmocka_unit_test (test_bad_input_changes_nothing),
         cmocka_unit_test (test_chaos_one_intent_per_checkout),
         cmocka_unit_test (test_crash_between_stripe_and_ledger),
+        cmocka_unit_test (test_settle_after_indeterminate_500),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }
