@@ -308,6 +308,23 @@ s_answer_slow (zloop_t *loop, int timer_id, void *arg)
     return 0;
 }
 
+static int
+s_answer_slow_checkout (zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    ppm_rpc_call_t *call = arg;
+    Ppm__V1__CheckoutReply reply = PPM__V1__CHECKOUT_REPLY__INIT;
+    reply.payment_id = "pay_slow";
+    reply.client_secret = "pi_slow_secret_x";
+    reply.amount = 77 * 250;
+    reply.currency = "USD";
+    reply.minutes = 77;
+    reply.state = PPM__V1__PAYMENT_STATE__PAYMENT_PENDING;
+    ppm_rpc_call_reply (&call, &reply.base);
+    return 0;
+}
+
 static void
 s_fake_payment (ppm_rpc_call_t *call, const char *method)
 {
@@ -316,6 +333,10 @@ s_fake_payment (ppm_rpc_call_t *call, const char *method)
             call, &ppm__v1__checkout_request__descriptor);
         if (!streq (req->payer, "u_payer")) {
             ppm_rpc_call_error (&call, PPM_PERMISSION_DENIED, "another payer's session");
+        } else if (req->minutes == 77) {
+            /* Stripe takes 2 s (customer and intent): longer than an RPC's
+               deadline (1.5 s here) */
+            zloop_timer (s_fake_loop, 2000, 1, s_answer_slow_checkout, call);
         } else {
             Ppm__V1__CheckoutReply reply = PPM__V1__CHECKOUT_REPLY__INIT;
             reply.payment_id = "pay_1";
@@ -940,6 +961,13 @@ test_sessions (void **state)
     s_http ("POST", "/v1/sessions/s_1/checkout", s_token_stranger,
             "{\"minutes\":10,\"accept_terms\":true}", &r);
     assert_int_equal (r.status, 403);
+    /* a checkout waits for Stripe's answer (payment_timeout_ms, 15 s by
+       default), not just an internal RPC's deadline: no 503 while Stripe
+       is merely slow */
+    s_http ("POST", "/v1/sessions/s_1/checkout", s_token_payer,
+            "{\"minutes\":77,\"accept_terms\":true}", &r);
+    assert_int_equal (r.status, 201);
+    assert_non_null (strstr (r.body, "\"payment_id\":\"pay_slow\""));
     s_http ("POST", "/v1/sessions/s_1/checkout", s_token_payer,
             "{\"minutes\":0,\"accept_terms\":true,\"tip\":5}", &r);
     assert_int_equal (r.status, 400);
