@@ -878,6 +878,21 @@ payment_ledger_unresolved (ppm_pg_t *pg, const char *tenant, int64_t before_ms,
                    2, params, rows, count);
 }
 
+ppm_pg_result_t
+payment_ledger_unreturned (ppm_pg_t *pg, const char *tenant, int64_t before_ms,
+                           payment_row_t **rows, size_t *count)
+{
+    s_num_t before = s_num (before_ms);
+    const char *params[] = {tenant ? tenant : "", before.text};
+    return s_rows (pg,
+                   "SELECT " S_COLS "JOIN payment.outbox o ON o.payment_id = p.payment_id "
+                   "WHERE ($1 = '' OR p.tenant_id = $1) AND o.outcome LIKE 'refused%' AND "
+                   "(p.state = 'authorized' OR (p.state IN ('succeeded','refunded') AND "
+                   "p.refunded < p.captured)) AND p.updated_at_ms <= $2 "
+                   "ORDER BY p.updated_at_ms LIMIT 500",
+                   2, params, rows, count);
+}
+
 /* ---- queries ------------------------------------------------------------------------ */
 
 ppm_pg_result_t

@@ -228,6 +228,13 @@ ppm_pg_result_t payment_ledger_outbox_pending (ppm_pg_t *pg, int64_t *count);
 ppm_pg_result_t payment_ledger_unresolved (ppm_pg_t *pg, const char *tenant, int64_t before_ms,
                                            payment_row_t **rows, size_t *count);
 
+/* Payments metering refused (outbox outcome "refused…": the session ended
+   before they were credited) whose money is not back yet: still
+   AUTHORIZED, or captured and not refunded in full; last changed before
+   before_ms; tenant NULL/"" for every tenant. At most 500, oldest first. */
+ppm_pg_result_t payment_ledger_unreturned (ppm_pg_t *pg, const char *tenant, int64_t before_ms,
+                                           payment_row_t **rows, size_t *count);
+
 /* Listing, newest first; cursor is "<created_at_ms>:<payment_id>" or "". */
 typedef struct {
     const char *session_id;

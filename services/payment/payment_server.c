@@ -595,6 +595,8 @@ typedef struct {
 /* Metering refused a payment for good (the session ended before it was
    funded): give the money back — release the hold or refund the charge —
    so nobody pays for time they cannot use. */
+typedef void (s_unwind_done_fn) (void *arg);
+
 typedef struct {
     s_self_t *self;
     char tenant[80];
@@ -602,7 +604,38 @@ typedef struct {
     char key[300];
     bool refund;
     int64_t amount;
+    s_unwind_done_fn *done; /* called at the end, or NULL */
+    void *done_arg;
 } s_unwind_t;
+
+/* Records the refund (a Stripe refund object) that gave an unfunded
+   payment's money back. */
+static void
+s_record_unfunded_refund (s_self_t *self, const char *tenant, const char *payment_id,
+                          const json_t *object, int64_t amount, const char *request_id)
+{
+    char error[200];
+    payment_stripe_object_t refund;
+    if (payment_stripe_object_read (object, &refund, error, sizeof error) != 0)
+        return;
+    payment_ledger_refund (self->pg, tenant, payment_id, refund.id, amount, refund.status,
+                           "session ended before funding", request_id);
+    payment_row_t row;
+    bool found = false;
+    payment_ledger_get (self->pg, tenant, payment_id, &row, &found);
+    payment_change_t ch = PAYMENT_CHANGE_INIT;
+    ch.cause = "metering refused funding: refunded";
+    ch.request_id = request_id;
+    ch.refunded = found ? row.refunded + amount : amount;
+    bool changed = false;
+    payment_row_t after;
+    if (payment_ledger_apply (self->pg, tenant, payment_id, PAYMENT_ST_REFUNDED, &ch, &changed,
+                              &after) == PPM_PG_OK &&
+        changed) {
+        ppm_counter_inc (self->m_refunded, (uint64_t)amount, tenant, after.currency);
+        s_after_change (self, &after);
+    }
+}
 
 static void
 s_on_unwound (const payment_stripe_result_t *r, void *arg)
@@ -614,39 +647,30 @@ s_on_unwound (const payment_stripe_result_t *r, void *arg)
     char error[200];
     payment_row_t after;
     if (r->err != PAYMENT_STRIPE_OK) {
-        ppm_log_kv (PPM_LOG_ERROR, "could not give back an unfunded payment", "payment_id",
+        /* reconciliation tries again (s_giveback) */
+        ppm_log_kv (PPM_LOG_WARN, "could not give back an unfunded payment yet", "payment_id",
                     u->payment_id, "error", r->detail, PPM_LOG_END);
     } else if (u->refund) {
-        payment_stripe_object_t refund;
-        if (payment_stripe_object_read (r->body, &refund, error, sizeof error) == 0) {
-            payment_ledger_refund (self->pg, u->tenant, u->payment_id, refund.id, u->amount,
-                                   refund.status, "session ended before funding", r->request_id);
-            payment_row_t row;
-            bool found = false;
-            payment_ledger_get (self->pg, u->tenant, u->payment_id, &row, &found);
-            payment_change_t ch = PAYMENT_CHANGE_INIT;
-            ch.cause = "metering refused funding: refunded";
-            ch.request_id = r->request_id;
-            ch.refunded = found ? row.refunded + u->amount : u->amount;
-            bool changed = false;
-            if (payment_ledger_apply (self->pg, u->tenant, u->payment_id, PAYMENT_ST_REFUNDED, &ch,
-                                      &changed, &after) == PPM_PG_OK &&
-                changed) {
-                ppm_counter_inc (self->m_refunded, (uint64_t)u->amount, u->tenant, after.currency);
-                s_after_change (self, &after);
-            }
-        }
+        s_record_unfunded_refund (self, u->tenant, u->payment_id, r->body, u->amount,
+                                  r->request_id);
     } else {
         payment_stripe_pi_t pi;
         if (payment_stripe_pi_read (r->body, &pi, error, sizeof error) == 0)
             s_apply_pi (self, u->tenant, u->payment_id, &pi, "metering refused funding: released",
                         r->request_id, NULL, &after);
     }
+    if (u->done)
+        u->done (u->done_arg);
     free (u);
 }
 
-static void
-s_unwind (s_self_t *self, const char *tenant, const char *payment_id)
+/* Releases the hold or refunds the charge of a payment metering refused.
+   done (may be NULL) is called with arg when the attempt ends, whatever
+   its outcome; returns -1 (and calls nothing) when no attempt started
+   (tenant keys not loaded, nothing to give back). */
+static int
+s_unwind (s_self_t *self, const char *tenant, const char *payment_id, s_unwind_done_fn *done,
+          void *done_arg)
 {
     payment_row_t row;
     bool found = false;
@@ -654,9 +678,11 @@ s_unwind (s_self_t *self, const char *tenant, const char *payment_id)
     if (!t || !t->valid ||
         payment_ledger_get (self->pg, tenant, payment_id, &row, &found) != PPM_PG_OK || !found ||
         !row.payment_intent[0])
-        return;
+        return -1;
     s_unwind_t *u = (s_unwind_t *)zmalloc (sizeof (s_unwind_t));
     u->self = self;
+    u->done = done;
+    u->done_arg = done_arg;
     snprintf (u->tenant, sizeof u->tenant, "%s", tenant);
     snprintf (u->payment_id, sizeof u->payment_id, "%s", payment_id);
     char path[320];
@@ -682,12 +708,14 @@ s_unwind (s_self_t *self, const char *tenant, const char *payment_id)
     } else {
         ppm_form_destroy (&form);
         free (u);
-        return;
+        return -1;
     }
     if (!form || s_form_send (self, "POST", path, &form, key, u->key, s_on_unwound, u) != 0) {
         ppm_form_destroy (&form);
         free (u);
+        return -1;
     }
+    return 0;
 }
 
 static void
@@ -711,7 +739,7 @@ s_on_fund (const ppm_status_t *status, const uint8_t *payload, size_t size, void
         payment_ledger_outbox_delivered (self->pg, f->row.id, outcome);
         ppm_log_kv (PPM_LOG_WARN, "metering refused funding: giving the money back", "payment_id",
                     f->row.payment_id, "reason", ppm_status_message (status), PPM_LOG_END);
-        s_unwind (self, f->row.tenant_id, f->row.payment_id);
+        s_unwind (self, f->row.tenant_id, f->row.payment_id, NULL, NULL);
     } else {
         int64_t delay = 500;
         for (int i = 0; i < f->row.attempts && delay < 30000; i++)
@@ -2346,10 +2374,107 @@ s_on_recreated (const payment_stripe_result_t *res, void *arg)
     s_fetch_end (f);
 }
 
+/* A payment metering refused whose money is not back yet (the first
+   attempt failed, or the process died before it): first ask Stripe
+   whether it already happened — a release or refund may have been done
+   while its answer was lost, or answered 500 after executing, which
+   Stripe replays under the same key — and record it; otherwise release
+   or refund now (s_unwind, same keys). */
+typedef struct {
+    s_self_t *self;
+    char tenant[80];
+    char payment_id[40];
+    s_reconcile_t *r;
+} s_giveback_t;
+
+static void
+s_giveback_end (void *arg)
+{
+    s_giveback_t *g = (s_giveback_t *)arg;
+    s_reconcile_one_done (g->self, g->r);
+    free (g);
+}
+
+static void
+s_on_giveback_seen (const payment_stripe_result_t *res, void *arg)
+{
+    s_giveback_t *g = (s_giveback_t *)arg;
+    s_self_t *self = g->self;
+    payment_row_t row;
+    bool found = false;
+    char error[200];
+    if (res->err != PAYMENT_STRIPE_OK ||
+        payment_ledger_get (self->pg, g->tenant, g->payment_id, &row, &found) != PPM_PG_OK ||
+        !found) {
+        s_giveback_end (g);
+        return;
+    }
+    if (row.state == PAYMENT_ST_AUTHORIZED) {
+        payment_stripe_pi_t pi;
+        if (payment_stripe_pi_read (res->body, &pi, error, sizeof error) == 0 &&
+            strcmp (pi.status, "canceled") == 0) {
+            payment_row_t after;
+            s_apply_pi (self, g->tenant, g->payment_id, &pi, "metering refused funding: released",
+                        res->request_id, NULL, &after);
+            s_giveback_end (g);
+            return;
+        }
+    } else {
+        size_t i;
+        json_t *item;
+        json_array_foreach (json_object_get (res->body, "data"), i, item)
+        {
+            payment_stripe_object_t refund;
+            if (payment_stripe_object_read (item, &refund, error, sizeof error) == 0 &&
+                strcmp (refund.meta.payment, g->payment_id) == 0 &&
+                refund.amount == row.captured - row.refunded &&
+                (strcmp (refund.status, "succeeded") == 0 ||
+                 strcmp (refund.status, "pending") == 0)) {
+                s_record_unfunded_refund (self, g->tenant, g->payment_id, item, refund.amount,
+                                          res->request_id);
+                s_giveback_end (g);
+                return;
+            }
+        }
+    }
+    if (s_unwind (self, g->tenant, g->payment_id, s_giveback_end, g) != 0)
+        s_giveback_end (g);
+}
+
+static void
+s_giveback (s_self_t *self, s_reconcile_t *r, const payment_row_t *row)
+{
+    s_tenant_t *t = s_tenant (self, row->tenant_id);
+    s_giveback_t *g = (s_giveback_t *)zmalloc (sizeof (s_giveback_t));
+    g->self = self;
+    g->r = r;
+    snprintf (g->tenant, sizeof g->tenant, "%s", row->tenant_id);
+    snprintf (g->payment_id, sizeof g->payment_id, "%s", row->payment_id);
+    char path[400];
+    bool authorized = row->state == PAYMENT_ST_AUTHORIZED;
+    if (authorized)
+        snprintf (path, sizeof path, "/v1/payment_intents/%s", row->payment_intent);
+    else
+        snprintf (path, sizeof path, "/v1/refunds?payment_intent=%s&limit=100",
+                  row->payment_intent);
+    if (!t || !self->stripe || !s_id_ok (row->payment_intent) ||
+        payment_stripe_request (self->stripe, "GET", path, NULL, s_key (t, !authorized), NULL,
+                                s_on_giveback_seen, g) != 0)
+        s_giveback_end (g);
+}
+
 /* Resolves one row; the tenant's keys are loaded. */
 static void
 s_reconcile_row (s_self_t *self, s_reconcile_t *r, const payment_row_t *row)
 {
+    if (row->state == PAYMENT_ST_AUTHORIZED || row->state == PAYMENT_ST_SUCCEEDED ||
+        row->state == PAYMENT_ST_REFUNDED) {
+        /* from payment_ledger_unreturned */
+        r->checked++;
+        r->waiting++;
+        s_giveback (self, r, row);
+        return;
+    }
     s_tenant_t *t = s_tenant (self, row->tenant_id);
     r->checked++;
     r->waiting++;
@@ -2443,12 +2568,27 @@ s_reconcile_start (s_self_t *self, ppm_rpc_call_t *call, const char *tenant, boo
     r->call = call;
     r->abandon_all = abandon_all;
     int64_t before = ppm_clock_now_ms () - (call ? 0 : self->config.reconcile_age_ms);
-    if (payment_ledger_unresolved (self->pg, tenant, before, &r->rows, &r->count) != PPM_PG_OK) {
+    payment_row_t *unreturned = NULL;
+    size_t n_unreturned = 0;
+    if (payment_ledger_unresolved (self->pg, tenant, before, &r->rows, &r->count) != PPM_PG_OK ||
+        payment_ledger_unreturned (self->pg, tenant, before, &unreturned, &n_unreturned) !=
+            PPM_PG_OK) {
         if (r->call)
             ppm_rpc_call_error (&r->call, PPM_UNAVAILABLE, "ledger unavailable");
+        free (r->rows);
+        free (unreturned);
         free (r);
         return;
     }
+    /* payments still open, then refused ones whose money is not back */
+    if (n_unreturned > 0) {
+        payment_row_t *all = realloc (r->rows, (r->count + n_unreturned) * sizeof *all);
+        assert (all);
+        memcpy (all + r->count, unreturned, n_unreturned * sizeof *all);
+        r->rows = all;
+        r->count += n_unreturned;
+    }
+    free (unreturned);
     self->reconcile_running = true;
     s_reconcile_step (r);
 }

@@ -988,6 +988,57 @@ test_unfundable_payment_is_refunded (void **state)
     json_decref (pi);
 }
 
+/* Metering refuses the payment (the session ended first) and Stripe
+   answers 500 after doing the refund, or the release of the hold: the
+   first attempt to give the money back fails (Stripe replays the 500 under
+   its key). Reconciliation finds the payment, sees at Stripe that the
+   money is back, and records it (it was left succeeded or authorized in
+   the ledger for good before). */
+static void
+s_refused_then (const char *session, const char *mode, const char *fault_path_fmt, int expect_state)
+{
+    s_add_session (session, PAYER, 100, "USD", mode, false);
+    pthread_mutex_lock (&s_peers.lock);
+    s_peers.sessions[s_peers.session_count - 1].refuse_fund = true;
+    pthread_mutex_unlock (&s_peers.lock);
+    ppm_status_t *st = NULL;
+    Ppm__V1__CheckoutReply *co = s_checkout (session, PAYER, 6, true, &st);
+    assert_null (st);
+    char pid[40];
+    snprintf (pid, sizeof pid, "%s", co->payment_id);
+    protobuf_c_message_free_unpacked (&co->base, NULL);
+    char pi[80];
+    char path[200];
+    snprintf (path, sizeof path, fault_path_fmt, s_pi_of (pid, pi, sizeof pi));
+    s_fail_next_after (path);
+    Ppm__V1__ConfirmReply *cr = s_confirm (pid, "pm_card_visa", &st);
+    assert_null (st);
+    protobuf_c_message_free_unpacked (&cr->base, NULL);
+    /* the give-back has been tried and failed */
+    zclock_sleep (1500);
+    Ppm__V1__Payment *p = s_get (pid);
+    assert_int_not_equal (p->state, expect_state);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    Ppm__V1__ReconcileReply *rr = s_reconcile ();
+    protobuf_c_message_free_unpacked (&rr->base, NULL);
+    p = s_get (pid);
+    assert_int_equal (p->state, expect_state);
+    if (expect_state == PPM__V1__PAYMENT_STATE__PAYMENT_REFUNDED)
+        assert_int_equal (p->refunded, p->captured);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    assert_int_equal (s_fund_count (pid), 0);
+}
+
+static void
+test_refused_payment_given_back_after_500 (void **state)
+{
+    (void)state;
+    s_refused_then ("s_gone500", "prepaid", "/v1/refunds%.0s",
+                    PPM__V1__PAYMENT_STATE__PAYMENT_REFUNDED);
+    s_refused_then ("s_gone500a", "authorize", "/v1/payment_intents/%s/cancel",
+                    PPM__V1__PAYMENT_STATE__PAYMENT_CANCELED);
+}
+
 static int64_t
 s_payment_count (void)
 {
@@ -1255,6 +1306,7 @@ main (void)
         cmocka_unit_test (test_chaos_one_intent_per_checkout),
         cmocka_unit_test (test_crash_between_stripe_and_ledger),
         cmocka_unit_test (test_settle_after_indeterminate_500),
+        cmocka_unit_test (test_refused_payment_given_back_after_500),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }
