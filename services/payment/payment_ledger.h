@@ -79,6 +79,8 @@ typedef struct {
     int64_t terms_accepted_at_ms;
     int64_t created_at_ms;
     int64_t updated_at_ms;
+    bool refused; /* metering refused to credit it (outbox outcome "refused…"): its money
+                     goes back in full, it takes no part in the session's settlement */
 } payment_row_t;
 
 /* A change to apply with a state move. NULL / -1 fields are left alone. */

@@ -76,6 +76,7 @@ struct _s_self_t {
     payment_stripe_t *stripe;
     zhashx_t *tenants;     /* tenant id -> s_tenant_t * */
     zhashx_t *outbox_busy; /* payment ids whose Fund is in flight */
+    zhashx_t *settling;    /* "<tenant>/<session>" of settlements in flight */
     int outbox_timer;
     int reconcile_timer;
     int64_t gauges_at_ms;          /* when the gauges were last refreshed */
@@ -1487,6 +1488,7 @@ typedef struct {
     char key[300];
     bool failed;
     char error[300];
+    char running[200]; /* its key in self->settling, "" when not registered */
 } s_settle_t;
 
 static void
@@ -1495,6 +1497,8 @@ s_settle_free (s_settle_t **s_p)
     s_settle_t *s = *s_p;
     if (!s)
         return;
+    if (s->running[0])
+        zhashx_delete (s->self->settling, s->running);
     free (s->rows);
     free (s);
     *s_p = NULL;
@@ -1675,7 +1679,8 @@ s_settle_next (s_settle_t *s)
         if (payment_ledger_session_payments (self->pg, s->tenant, s->session_id, &rows, &count) ==
             PPM_PG_OK) {
             for (size_t i = 0; i < count; i++)
-                s->result.charged += rows[i].captured - rows[i].refunded;
+                if (!rows[i].refused) /* their money goes back whole */
+                    s->result.charged += rows[i].captured - rows[i].refunded;
         }
         free (rows);
         payment_ledger_settle_done (self->pg, s->tenant, s->session_id, &s->result);
@@ -1722,14 +1727,20 @@ s_settle_next (s_settle_t *s)
     }
 }
 
+/* What is left to do for the session's settlement, from the ledger as it
+   is now: a run that stopped halfway (Stripe failed one operation) is
+   planned again from what the earlier run already did, never from
+   scratch. Payments metering refused take no part: their money goes back
+   whole (s_unwind, reconciliation's give-back). */
 static void
 s_settle_plan (s_settle_t *s)
 {
     int64_t used_ms = s->result.used_ms;
     const payment_row_t *first = NULL;
     for (size_t i = 0; i < s->count; i++)
-        if (s->rows[i].state == PAYMENT_ST_AUTHORIZED || s->rows[i].state == PAYMENT_ST_SUCCEEDED ||
-            s->rows[i].state == PAYMENT_ST_REFUNDED) {
+        if (!s->rows[i].refused &&
+            (s->rows[i].state == PAYMENT_ST_AUTHORIZED ||
+             s->rows[i].state == PAYMENT_ST_SUCCEEDED || s->rows[i].state == PAYMENT_ST_REFUNDED)) {
             first = &s->rows[i];
             break;
         }
@@ -1746,10 +1757,14 @@ s_settle_plan (s_settle_t *s)
         ppm_money_round_step (currency, used_amount, true, &used_amount);
     s->used_minutes = (used_ms + 59999) / 60000;
     if (strcmp (first->billing_mode, "authorize") == 0) {
+        /* captured by an earlier run of this settlement counts */
         int64_t remaining = used_amount;
+        for (size_t i = 0; i < s->count; i++)
+            if (!s->rows[i].refused)
+                remaining -= s->rows[i].captured;
         for (size_t i = 0; i < s->count && s->op_count < 64; i++) {
             payment_row_t *row = &s->rows[i];
-            if (row->state != PAYMENT_ST_AUTHORIZED)
+            if (row->state != PAYMENT_ST_AUTHORIZED || row->refused)
                 continue;
             int64_t take = remaining < row->amount ? remaining : row->amount;
             if (take > 0) {
@@ -1763,24 +1778,33 @@ s_settle_plan (s_settle_t *s)
         }
     } else if (first->refund_unused) {
         int64_t paid_minutes = 0;
-        for (size_t i = 0; i < s->count; i++)
-            if (s->rows[i].state == PAYMENT_ST_SUCCEEDED || s->rows[i].state == PAYMENT_ST_REFUNDED)
-                paid_minutes += s->rows[i].minutes;
+        int64_t refunded_before = 0;
+        for (size_t i = 0; i < s->count; i++) {
+            const payment_row_t *row = &s->rows[i];
+            if (row->refused ||
+                (row->state != PAYMENT_ST_SUCCEEDED && row->state != PAYMENT_ST_REFUNDED))
+                continue;
+            paid_minutes += row->minutes;
+            refunded_before += row->refunded;
+        }
         int64_t unused = paid_minutes - s->used_minutes;
         int64_t refund = 0;
         if (unused > 0 && ppm_money_total (first->rate_per_minute, unused, &refund) != PPM_MONEY_OK)
             refund = 0;
+        s->result.refunded = refund;
+        /* refunded by an earlier run of this settlement counts */
+        refund -= refunded_before;
         /* Refund from the newest payment backwards. */
         for (size_t k = s->count; k > 0 && refund > 0 && s->op_count < 64; k--) {
             payment_row_t *row = &s->rows[k - 1];
-            if (row->state != PAYMENT_ST_SUCCEEDED && row->state != PAYMENT_ST_REFUNDED)
+            if (row->refused ||
+                (row->state != PAYMENT_ST_SUCCEEDED && row->state != PAYMENT_ST_REFUNDED))
                 continue;
             int64_t room = row->captured - row->refunded;
             int64_t take = refund < room ? refund : room;
             if (take > 0) {
                 s->ops[s->op_count++] = (s_op_t){S_OP_REFUND, take, k - 1};
                 refund -= take;
-                s->result.refunded += take;
             }
         }
     }
@@ -1850,6 +1874,19 @@ s_handle_settle (ppm_rpc_call_t *call, void *arg)
         s_settle_free (&s);
         return;
     }
+    /* One run per session at a time: metering re-sends Settle while no
+       answer has come, and two runs would plan from the same ledger and
+       both act. The running one answers; this one is dropped (the caller
+       re-sends after its deadline if need be). */
+    char running[200];
+    snprintf (running, sizeof running, "%s/%s", s->tenant, s->session_id);
+    if (zhashx_lookup (self->settling, running)) {
+        ppm_rpc_call_discard (&s->call);
+        s_settle_free (&s);
+        return;
+    }
+    snprintf (s->running, sizeof s->running, "%s", running);
+    zhashx_insert (self->settling, s->running, (void *)1);
     s->result.charged = s->result.refunded = s->result.released = 0;
     s_tenant_get (self, s->tenant, s_settle_with_tenant, s);
 }
@@ -2939,6 +2976,7 @@ s_self_destroy (s_self_t **self_p)
     ppm_events_pub_destroy (&self->pub);
     zhashx_destroy (&self->tenants);
     zhashx_destroy (&self->outbox_busy);
+    zhashx_destroy (&self->settling);
     ppm_pg_destroy (&self->pg);
     zloop_destroy (&self->loop);
     for (size_t i = 0; i < sizeof self->strings / sizeof self->strings[0]; i++)
@@ -3013,6 +3051,7 @@ s_setup (s_self_t *self)
     self->tenants = zhashx_new ();
     zhashx_set_destructor (self->tenants, s_tenant_free);
     self->outbox_busy = zhashx_new ();
+    self->settling = zhashx_new ();
     struct {
         const char *method;
         ppm_rpc_handler_fn *fn;

@@ -1039,6 +1039,102 @@ test_refused_payment_given_back_after_500 (void **state)
                     PPM__V1__PAYMENT_STATE__PAYMENT_CANCELED);
 }
 
+/* A settlement that stopped halfway is planned again from what it
+   already did: authorize, 12 of 15 held minutes used; the first run
+   captures 1000 from the first payment, Stripe fails the second capture
+   before executing it; the next run captures the 200 left (it captured
+   the whole 500 again before: 1500 charged for 1200 used). */
+static void
+test_settle_resumes_where_it_stopped (void **state)
+{
+    (void)state;
+    s_add_session ("s_half", PAYER, 100, "USD", "authorize", false);
+    char *a = s_paid_checkout ("s_half", 10, PPM__V1__PAYMENT_STATE__PAYMENT_AUTHORIZED);
+    char *b = s_paid_checkout ("s_half", 5, PPM__V1__PAYMENT_STATE__PAYMENT_AUTHORIZED);
+    char pi[80];
+    char rule[300];
+    snprintf (rule, sizeof rule,
+              "{\"path\": \"/v1/payment_intents/%s/capture\", \"mode\": \"error_before\", "
+              "\"status\": 500, \"count\": 10}",
+              s_pi_of (b, pi, sizeof pi));
+    assert_int_equal (
+        ppm_test_emulator_control (s_fix.emu, "POST", "/_emulator/faults", rule, NULL), 200);
+    ppm_status_t *st = NULL;
+    Ppm__V1__SettleReply *sr = s_settle ("s_half", 720000, &st);
+    assert_non_null (st); /* incomplete: sent again */
+    ppm_status_destroy (&st);
+    assert_int_equal (
+        ppm_test_emulator_control (s_fix.emu, "DELETE", "/_emulator/faults", NULL, NULL), 200);
+    sr = s_settle ("s_half", 720000, &st);
+    if (st)
+        fail_msg ("second settlement run: %s", ppm_status_message (st));
+    assert_int_equal (sr->charged, 1200);
+    protobuf_c_message_free_unpacked (&sr->base, NULL);
+    Ppm__V1__Payment *p = s_get (a);
+    assert_int_equal (p->captured, 1000);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    p = s_get (b);
+    assert_int_equal (p->captured, 200);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    json_t *intent = NULL;
+    s_emu_pi_count (b, &intent);
+    assert_int_equal (json_integer_value (json_object_get (intent, "amount_received")), 200);
+    json_decref (intent);
+    free (a);
+    free (b);
+}
+
+/* A top-up metering refused (the session ended first) takes no part in the
+   settlement, even before its own money is back: prepaid with refunds of
+   unused minutes, 10 minutes credited, 3 used, a refused top-up of 5 whose
+   refund Stripe has not done yet. 700 come back from the credited payment
+   (1200 before: the refused minutes counted as paid, the payer got used
+   time back). */
+static void
+test_settle_leaves_refused_payments_out (void **state)
+{
+    (void)state;
+    s_add_session ("s_late", PAYER, 100, "USD", "prepaid", true);
+    char *a = s_paid_checkout ("s_late", 10, PPM__V1__PAYMENT_STATE__PAYMENT_SUCCEEDED);
+    pthread_mutex_lock (&s_peers.lock);
+    s_peers.sessions[s_peers.session_count - 1].refuse_fund = true;
+    pthread_mutex_unlock (&s_peers.lock);
+    assert_int_equal (ppm_test_emulator_control (s_fix.emu, "POST", "/_emulator/faults",
+                                                 "{\"path\": \"/v1/refunds\", \"mode\": "
+                                                 "\"error_before\", \"count\": 10}",
+                                                 NULL),
+                      200);
+    ppm_status_t *st = NULL;
+    Ppm__V1__CheckoutReply *co = s_checkout ("s_late", PAYER, 5, true, &st);
+    assert_null (st);
+    char b[40];
+    snprintf (b, sizeof b, "%s", co->payment_id);
+    protobuf_c_message_free_unpacked (&co->base, NULL);
+    Ppm__V1__ConfirmReply *cr = s_confirm (b, "pm_card_visa", &st);
+    assert_null (st);
+    protobuf_c_message_free_unpacked (&cr->base, NULL);
+    zclock_sleep (1500); /* refused; its refund failed */
+    assert_int_equal (
+        ppm_test_emulator_control (s_fix.emu, "DELETE", "/_emulator/faults", NULL, NULL), 200);
+    Ppm__V1__SettleReply *sr = s_settle ("s_late", 180000, &st);
+    if (st)
+        fail_msg ("settlement: %s", ppm_status_message (st));
+    assert_int_equal (sr->refunded, 700);
+    assert_int_equal (sr->charged, 300);
+    protobuf_c_message_free_unpacked (&sr->base, NULL);
+    Ppm__V1__Payment *p = s_get (a);
+    assert_int_equal (p->refunded, 700);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    /* and the refused one's money comes back whole by reconciliation */
+    Ppm__V1__ReconcileReply *rr = s_reconcile ();
+    protobuf_c_message_free_unpacked (&rr->base, NULL);
+    p = s_get (b);
+    assert_int_equal (p->state, PPM__V1__PAYMENT_STATE__PAYMENT_REFUNDED);
+    assert_int_equal (p->refunded, p->captured);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    free (a);
+}
+
 static int64_t
 s_payment_count (void)
 {
@@ -1307,6 +1403,8 @@ main (void)
         cmocka_unit_test (test_crash_between_stripe_and_ledger),
         cmocka_unit_test (test_settle_after_indeterminate_500),
         cmocka_unit_test (test_refused_payment_given_back_after_500),
+        cmocka_unit_test (test_settle_resumes_where_it_stopped),
+        cmocka_unit_test (test_settle_leaves_refused_payments_out),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }
