@@ -876,7 +876,7 @@ payment_ledger_unresolved (ppm_pg_t *pg, const char *tenant, int64_t before_ms,
     const char *params[] = {tenant ? tenant : "", before.text};
     return s_rows (pg,
                    "SELECT " S_COLS "WHERE ($1 = '' OR p.tenant_id = $1) AND p.state IN "
-                   "('created','pending','requires_action') AND p.updated_at_ms <= $2 "
+                   "('created','pending','requires_action','failed') AND p.updated_at_ms <= $2 "
                    "ORDER BY p.updated_at_ms LIMIT 500",
                    2, params, rows, count);
 }

@@ -225,8 +225,10 @@ ppm_pg_result_t payment_ledger_outbox_retry (ppm_pg_t *pg, int64_t id, int64_t n
 /* Undelivered outbox rows (tests, metrics). */
 ppm_pg_result_t payment_ledger_outbox_pending (ppm_pg_t *pg, int64_t *count);
 
-/* Payments to reconcile: CREATED, PENDING or REQUIRES_ACTION, last changed
-   before before_ms; tenant NULL/"" for every tenant. */
+/* Payments to reconcile: CREATED, PENDING, REQUIRES_ACTION or FAILED (a
+   declined card may be followed by one that went through while its
+   answer was lost), last changed before before_ms; tenant NULL/"" for
+   every tenant. At most 500, oldest first. */
 ppm_pg_result_t payment_ledger_unresolved (ppm_pg_t *pg, const char *tenant, int64_t before_ms,
                                            payment_row_t **rows, size_t *count);
 

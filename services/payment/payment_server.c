@@ -1284,6 +1284,9 @@ typedef struct {
     char payer[136];
     char payment_method[128];
     char key[300];
+    char pi_id[256];             /* the intent confirmed */
+    payment_stripe_err_t failed; /* the confirm's error, while its outcome is checked */
+    char failed_detail[300];
 } s_confirm_t;
 
 static void
@@ -1296,6 +1299,53 @@ s_confirm_reply (s_confirm_t *c, const payment_row_t *row)
     reply.amount = row->amount;
     reply.currency = (char *)row->currency;
     ppm_rpc_call_reply (&c->call, &reply.base);
+}
+
+/* The intent, fetched after a confirm whose outcome was not an answer
+   (s_confirm_check): the payer is told what Stripe did. */
+static void
+s_on_confirm_checked (const payment_stripe_result_t *r, void *arg)
+{
+    s_confirm_t *c = (s_confirm_t *)arg;
+    s_self_t *self = c->self;
+    payment_row_t after;
+    char error[200];
+    payment_stripe_pi_t pi;
+    if (r->err == PAYMENT_STRIPE_OK &&
+        payment_stripe_pi_read (r->body, &pi, error, sizeof error) == 0 &&
+        s_apply_pi (self, c->tenant, c->payment_id, &pi, "stripe.pi.confirm: outcome fetched",
+                    r->request_id, NULL, &after) == PPM_PG_OK &&
+        (after.state == PAYMENT_ST_AUTHORIZED || after.state == PAYMENT_ST_SUCCEEDED ||
+         after.state == PAYMENT_ST_REQUIRES_ACTION)) {
+        s_confirm_reply (c, &after);
+        free (c);
+        return;
+    }
+    payment_stripe_result_t failed = {.err = c->failed, .detail = c->failed_detail};
+    s_fail_stripe (&c->call, &failed);
+    free (c);
+}
+
+/* A confirm that failed without a decline may have confirmed the intent
+   all the same: Stripe answered 500 after doing it, the answer was lost,
+   or a retry found the intent confirmed already (400, 409). Fetches the
+   intent and answers from it (s_on_confirm_checked). Returns true when
+   the fetch started. */
+static bool
+s_confirm_check (s_confirm_t *c, const payment_stripe_result_t *r)
+{
+    s_self_t *self = c->self;
+    s_tenant_t *t = s_tenant (self, c->tenant);
+    if ((!payment_stripe_indeterminate (r->err) && r->err != PAYMENT_STRIPE_INVALID &&
+         r->err != PAYMENT_STRIPE_CONFLICT && r->err != PAYMENT_STRIPE_RATE_LIMITED) ||
+        !t || !self->stripe || !s_id_ok (c->pi_id))
+        return false;
+    c->failed = r->err;
+    snprintf (c->failed_detail, sizeof c->failed_detail, "%s", r->detail);
+    char path[320];
+    snprintf (path, sizeof path, "/v1/payment_intents/%s", c->pi_id);
+    return payment_stripe_request (self->stripe, "GET", path, NULL, s_key (t, false), NULL,
+                                   s_on_confirm_checked, c) == 0;
 }
 
 static void
@@ -1319,6 +1369,8 @@ s_on_confirmed (const payment_stripe_result_t *r, void *arg)
         free (c);
         return;
     }
+    if (r->err != PAYMENT_STRIPE_DECLINED && s_confirm_check (c, r))
+        return; /* answers once Stripe says what became of the intent */
     if (r->err == PAYMENT_STRIPE_DECLINED) {
         const payment_stripe_error_t *e = r->error;
         payment_change_t ch = PAYMENT_CHANGE_INIT;
@@ -1400,6 +1452,7 @@ s_confirm_with_tenant (s_self_t *self, const ppm_status_t *status, void *arg)
     snprintf (what, sizeof what, "confirm-%d", attempt);
     s_idem_key (c->key, sizeof c->key, c->payment_id, what);
     char path[320];
+    snprintf (c->pi_id, sizeof c->pi_id, "%s", row.payment_intent);
     snprintf (path, sizeof path, "/v1/payment_intents/%s/confirm", row.payment_intent);
     ppm_form_t *form = ppm_form_new ();
     if (form) {
@@ -2401,7 +2454,9 @@ s_on_recreated (const payment_stripe_result_t *res, void *arg)
             payment_stripe_request (self->stripe, "GET", path, NULL, s_key (t, false), NULL,
                                     s_on_listed, f) == 0)
             return;
-    } else if (!payment_stripe_indeterminate (res->err)) {
+    } else if (!payment_stripe_indeterminate (res->err) &&
+               res->err != PAYMENT_STRIPE_RATE_LIMITED && res->err != PAYMENT_STRIPE_CONFLICT) {
+        /* refused for good (429 and 409 only say "not now": next run) */
         payment_change_t ch = PAYMENT_CHANGE_INIT;
         ch.cause = "reconcile: create refused";
         ch.failure_code = payment_stripe_strerror (res->err);
@@ -2502,18 +2557,30 @@ s_giveback (s_self_t *self, s_reconcile_t *r, const payment_row_t *row)
 
 /* Resolves one row; the tenant's keys are loaded. */
 static void
-s_reconcile_row (s_self_t *self, s_reconcile_t *r, const payment_row_t *row)
+s_reconcile_row (s_self_t *self, s_reconcile_t *r, const payment_row_t *listed)
 {
+    /* The run's list was read when it started; a checkout, a confirm or a
+       webhook may have moved the payment since: act on it as it is now. */
+    payment_row_t fresh;
+    bool found = false;
+    const payment_row_t *row = listed;
+    if (payment_ledger_get (self->pg, listed->tenant_id, listed->payment_id, &fresh, &found) ==
+            PPM_PG_OK &&
+        found)
+        row = &fresh;
+    r->checked++;
     if (row->state == PAYMENT_ST_AUTHORIZED || row->state == PAYMENT_ST_SUCCEEDED ||
-        row->state == PAYMENT_ST_REFUNDED) {
-        /* from payment_ledger_unreturned */
-        r->checked++;
-        r->waiting++;
-        s_giveback (self, r, row);
+        row->state == PAYMENT_ST_REFUNDED || row->state == PAYMENT_ST_CANCELED) {
+        /* refused by metering (payment_ledger_unreturned): give it back;
+           anything else is settled already */
+        if (row->refused && row->state != PAYMENT_ST_CANCELED &&
+            (row->state == PAYMENT_ST_AUTHORIZED || row->refunded < row->captured)) {
+            r->waiting++;
+            s_giveback (self, r, row);
+        }
         return;
     }
     s_tenant_t *t = s_tenant (self, row->tenant_id);
-    r->checked++;
     r->waiting++;
     s_fetch_t *f = (s_fetch_t *)zmalloc (sizeof (s_fetch_t));
     f->self = self;

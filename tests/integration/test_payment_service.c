@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <curl/curl.h>
 #include <czmq.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -1135,6 +1136,113 @@ test_settle_leaves_refused_payments_out (void **state)
     free (a);
 }
 
+static size_t
+s_discard (char *data, size_t size, size_t n, void *arg)
+{
+    (void)data;
+    (void)arg;
+    return size * n;
+}
+
+/* POSTs a form to the emulator's Stripe API with the tenant's key, as
+   someone other than the payment service would. Returns the HTTP status. */
+static long
+s_stripe_post (const char *path, const char *form)
+{
+    char url[512];
+    snprintf (url, sizeof url, "%s%s", ppm_test_emulator_url (s_fix.emu), path);
+    CURL *curl = curl_easy_init ();
+    struct curl_slist *headers = curl_slist_append (NULL, "Authorization: Bearer " KEY);
+    curl_easy_setopt (curl, CURLOPT_URL, url);
+    curl_easy_setopt (curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt (curl, CURLOPT_POSTFIELDS, form);
+    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, s_discard);
+    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt (curl, CURLOPT_NOSIGNAL, 1L);
+    long status = 0;
+    if (curl_easy_perform (curl) == CURLE_OK)
+        curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all (headers);
+    curl_easy_cleanup (curl);
+    return status;
+}
+
+/* Stripe confirms (and executes) the payer's card, answers 500, and the
+   client's retry of the same request is rate limited (429, which says only
+   that this retry did not run). The payer is told the payment went
+   through, because it did (the 429 was taken for the outcome before: the
+   payer got 429, the ledger kept the payment pending). */
+static void
+test_confirm_500_then_429_is_resolved (void **state)
+{
+    (void)state;
+    s_add_session ("s_c500", PAYER, 100, "USD", "prepaid", false);
+    ppm_status_t *st = NULL;
+    Ppm__V1__CheckoutReply *co = s_checkout ("s_c500", PAYER, 5, true, &st);
+    assert_null (st);
+    char pid[40];
+    snprintf (pid, sizeof pid, "%s", co->payment_id);
+    protobuf_c_message_free_unpacked (&co->base, NULL);
+    char pi[80];
+    char rule[300];
+    s_pi_of (pid, pi, sizeof pi);
+    snprintf (rule, sizeof rule,
+              "{\"path\": \"/v1/payment_intents/%s/confirm\", \"mode\": \"error_after\", "
+              "\"count\": 1}",
+              pi);
+    assert_int_equal (
+        ppm_test_emulator_control (s_fix.emu, "POST", "/_emulator/faults", rule, NULL), 200);
+    snprintf (rule, sizeof rule,
+              "{\"path\": \"/v1/payment_intents/%s/confirm\", \"mode\": \"rate_limit\", "
+              "\"count\": 5}",
+              pi);
+    assert_int_equal (
+        ppm_test_emulator_control (s_fix.emu, "POST", "/_emulator/faults", rule, NULL), 200);
+    Ppm__V1__ConfirmReply *cr = s_confirm (pid, "pm_card_visa", &st);
+    if (st)
+        fail_msg ("confirm: %s %s", ppm_code_name (ppm_status_code (st)), ppm_status_message (st));
+    assert_int_equal (cr->state, PPM__V1__PAYMENT_STATE__PAYMENT_SUCCEEDED);
+    protobuf_c_message_free_unpacked (&cr->base, NULL);
+    assert_int_equal (
+        ppm_test_emulator_control (s_fix.emu, "DELETE", "/_emulator/faults", NULL, NULL), 200);
+    assert_true (ppm_test_wait_until (s_funded_once, pid, 5000));
+}
+
+/* A declined card leaves the payment failed; a later confirmation of its
+   intent went through at Stripe while nobody heard of it (its answer and
+   its webhook lost). Reconciliation looks at failed payments too, finds
+   the intent paid and credits it (failed payments were never looked at). */
+static void
+test_failed_payment_paid_later_is_reconciled (void **state)
+{
+    (void)state;
+    s_add_session ("s_fail_paid", PAYER, 100, "USD", "prepaid", false);
+    ppm_status_t *st = NULL;
+    Ppm__V1__CheckoutReply *co = s_checkout ("s_fail_paid", PAYER, 5, true, &st);
+    assert_null (st);
+    char pid[40];
+    snprintf (pid, sizeof pid, "%s", co->payment_id);
+    protobuf_c_message_free_unpacked (&co->base, NULL);
+    Ppm__V1__ConfirmReply *cr = s_confirm (pid, "pm_card_chargeDeclined", &st);
+    assert_non_null (st);
+    ppm_status_destroy (&st);
+    Ppm__V1__Payment *p = s_get (pid);
+    assert_int_equal (p->state, PPM__V1__PAYMENT_STATE__PAYMENT_FAILED);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    (void)cr;
+    char pi[80];
+    char path[200];
+    snprintf (path, sizeof path, "/v1/payment_intents/%s/confirm", s_pi_of (pid, pi, sizeof pi));
+    assert_int_equal (s_stripe_post (path, "payment_method=pm_card_visa"), 200);
+    Ppm__V1__ReconcileReply *rr = s_reconcile ();
+    protobuf_c_message_free_unpacked (&rr->base, NULL);
+    p = s_get (pid);
+    assert_int_equal (p->state, PPM__V1__PAYMENT_STATE__PAYMENT_SUCCEEDED);
+    assert_int_equal (p->captured, 500);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    assert_true (ppm_test_wait_until (s_funded_once, pid, 5000));
+}
+
 static int64_t
 s_payment_count (void)
 {
@@ -1405,6 +1513,8 @@ main (void)
         cmocka_unit_test (test_refused_payment_given_back_after_500),
         cmocka_unit_test (test_settle_resumes_where_it_stopped),
         cmocka_unit_test (test_settle_leaves_refused_payments_out),
+        cmocka_unit_test (test_confirm_500_then_429_is_resolved),
+        cmocka_unit_test (test_failed_payment_paid_later_is_reconciled),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }
