@@ -106,16 +106,9 @@ static void
 test_help_everywhere (void **state)
 {
     (void)state;
-    const char *commands[] = {"--help",
-                              "tenant --help",
-                              "admin-key --help",
-                              "settings --help",
-                              "rates --help",
-                              "quote --help",
-                              "user-token --help",
-                              "audit --help",
-                              "payments --help",
-                              NULL};
+    const char *commands[] = {
+        "--help",       "tenant --help",     "admin-key --help", "settings --help", "rates --help",
+        "quote --help", "user-token --help", "audit --help",     "payments --help", NULL};
     char out[8192];
     for (size_t i = 0; commands[i]; i++) {
         assert_int_equal (s_ppmctl (commands[i], out, sizeof out, NULL, 0), 0);
