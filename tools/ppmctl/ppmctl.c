@@ -776,7 +776,8 @@ static const char *s_help_payments =
     "ppmctl payments reconcile [--tenant T]\n"
     "    runs payment's reconciliation now (all tenants without --tenant): every\n"
     "    payment not in a final state is fetched from Stripe and applied, and the\n"
-    "    unpaid ones are abandoned (canceled at Stripe); prints checked/resolved\n"
+    "    unpaid ones are abandoned (canceled at Stripe); prints checked/resolved.\n"
+    "    At most 500 payments per run: run it again while checked is 500\n"
     "environment: PPM_PAYMENT_ENDPOINT (default tcp://127.0.0.1:7121)\n";
 
 static int
