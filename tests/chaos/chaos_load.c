@@ -129,7 +129,9 @@ struct _s_session_t {
     int64_t start_at;        /* real ms: arrival */
     int64_t next_at;         /* real ms: when the step runs next */
     int64_t step_since;      /* real ms: when the step began (give-up clock) */
-    int64_t hb_at;           /* real ms: next heartbeat (ST_LIVE) */
+    int64_t hb_at;           /* real ms: next heartbeat (once live, whatever the step) */
+    bool live;               /* its paid time was credited once: heartbeats run */
+    s_xfer_t *hb;            /* the heartbeat in flight */
     int64_t act_at;          /* real ms: top-up or end (ST_LIVE), 0 = none */
     int64_t watch_at;        /* real ms: start watching for the expiry */
     int backoff_ms;          /* current retry backoff */
@@ -437,6 +439,7 @@ s_finish (s_session_t *s)
         return;
     s->step = ST_DONE;
     s_xfer_free (&s->stream);
+    s_xfer_free (&s->hb);
     s_record (s);
     s_running--;
     s_done++;
@@ -597,15 +600,13 @@ s_sse_event (s_xfer_t *x)
     x->data_len = 0;
 }
 
-/* The live session's next moment: heartbeat, top-up/end, or the watch. */
+/* The live session's next moment: top-up/end, or the watch. */
 static void
 s_live_next (s_session_t *s)
 {
-    int64_t at = s->hb_at;
+    int64_t at = s->watch_at;
     if (s->act_at && s->act_at < at)
         at = s->act_at;
-    if (s->watch_at && s->watch_at < at)
-        at = s->watch_at;
     s->next_at = at;
 }
 
@@ -616,7 +617,9 @@ s_go_live (s_session_t *s, bool heartbeat_now)
     int64_t now = s_real_ms ();
     s->fund_seen_at_real = now;
     s_goto (s, ST_LIVE, now);
-    s->hb_at = heartbeat_now ? now : now + s_cfg.heartbeat_ms;
+    if (!s->live || heartbeat_now)
+        s->hb_at = heartbeat_now ? now : now + s_cfg.heartbeat_ms;
+    s->live = true;
     int64_t deadline_real = s->last_expires ? s_ppm_to_real (s->last_expires) : now;
     int64_t left = deadline_real - now;
     s->act_at = 0;
@@ -686,11 +689,7 @@ s_start_step (s_session_t *s)
                 s_start_step (s);
                 return;
             }
-            snprintf (path, sizeof path, "/v1/sessions/%s/heartbeat", s->sid);
-            s->req = s_xfer_start (s, "POST", path, json_object (), false);
-            if (s->req)
-                s->req->kind = REQ_HEARTBEAT;
-            s->hb_at = now + s_cfg.heartbeat_ms;
+            s_live_next (s);
             break;
         }
         default:
@@ -773,8 +772,12 @@ s_on_answer (s_session_t *s, long status, json_t *json)
                 if (s_int (json, "funded_ms") >= s->expect_funded_ms &&
                     strcmp (state, "active") == 0 && s->expect_funded_ms > 0) {
                     s_go_live (s, false);
-                } else if (strcmp (state, "ended") == 0 || (strcmp (state, "expired") == 0 &&
-                                                            s->cur_funded >= s->expect_funded_ms)) {
+                } else if (strcmp (state, "ended") == 0 ||
+                           (strcmp (state, "expired") == 0 &&
+                            (s->cur_funded >= s->expect_funded_ms ||
+                             json_is_null (json_object_get (json, "reopen_until"))))) {
+                    /* over for good: a payment still on its way is refused
+                       by metering and its money given back */
                     s_flow_error (s, "the session was %s before its payment was credited (%ld)",
                                   state, 0);
                     s_finish (s);
@@ -792,35 +795,6 @@ s_on_answer (s_session_t *s, long status, json_t *json)
                 s_flow_error (s, "get answered %s (%ld)", code, status);
                 s_retry (s, status, "get");
             }
-            return;
-        case ST_LIVE: /* a heartbeat */
-            if (status == 200) {
-                s_observe (s, json, OBS_HEARTBEAT);
-                const char *state = s_str (json, "state");
-                if (strcmp (state, "expired") == 0 || strcmp (state, "ended") == 0) {
-                    s_goto (s, ST_WATCH, now);
-                    return;
-                }
-            } else if (status == 409 || status == 422) {
-                /* refused (FAILED_PRECONDITION): the session has expired or
-                   ended meanwhile; see what it says */
-                s_goto (s, ST_WATCH, now);
-                return;
-            } else if (s_transient (status) || status == 404) {
-                if (status == 404)
-                    s->http_404++;
-                else if (status == 0)
-                    s->http_000++;
-                else
-                    s->http_5xx++;
-                s->retried++;
-                s->hb_at = now + 500; /* heartbeats are retried soon, not held */
-            } else {
-                s->unexpected++;
-                s_flow_error (s, "heartbeat answered %s (%ld)", code, status);
-            }
-            s->next_at = now;
-            s_live_next (s);
             return;
         case ST_END:
             if (status == 200) {
@@ -868,6 +842,40 @@ s_on_answer (s_session_t *s, long status, json_t *json)
     }
 }
 
+/* The answer to a heartbeat (sent every --heartbeat-ms once the session
+   is live, alongside whatever else the session is doing, as a chat
+   server's would be). */
+static void
+s_on_heartbeat (s_session_t *s, long status, json_t *json)
+{
+    int64_t now = s_real_ms ();
+    const char *code = json ? s_str (json_object_get (json, "error"), "code") : "";
+    if (status == 200) {
+        s_observe (s, json, OBS_HEARTBEAT);
+        const char *state = s_str (json, "state");
+        if (s->step == ST_LIVE && (strcmp (state, "expired") == 0 || strcmp (state, "ended") == 0))
+            s->watch_at = now; /* see it through the watch */
+    } else if (status == 409 || status == 422) {
+        /* refused (FAILED_PRECONDITION): expired or ended meanwhile */
+        if (s->step == ST_LIVE)
+            s->watch_at = now;
+    } else if (s_transient (status) || status == 404) {
+        if (status == 404)
+            s->http_404++;
+        else if (status == 0)
+            s->http_000++;
+        else
+            s->http_5xx++;
+        s->retried++;
+        s->hb_at = now + 500; /* heartbeats are retried soon, not held */
+    } else {
+        s->unexpected++;
+        s_flow_error (s, "heartbeat answered %s (%ld)", code, status);
+    }
+    if (s->step == ST_LIVE && !s->req)
+        s_live_next (s);
+}
+
 static void
 s_on_done (CURLMsg *msg)
 {
@@ -889,6 +897,14 @@ s_on_done (CURLMsg *msg)
         return;
     }
     json_t *json = x->len ? json_loadb (x->body, x->len, 0, NULL) : NULL;
+    if (x == s->hb) {
+        s->hb = NULL;
+        if (s->step != ST_DONE)
+            s_on_heartbeat (s, status, json);
+        json_decref (json);
+        s_xfer_free (&x);
+        return;
+    }
     s->req = NULL;
     if (s->step != ST_DONE)
         s_on_answer (s, status, json);
@@ -1120,10 +1136,20 @@ main (int argc, char **argv)
                 s->stream = s_xfer_start (s, "GET", path, NULL, true);
                 s->stream_retry_at = 0;
             }
+            if (s->live && !s->hb && s->hb_at <= now) {
+                char path[128];
+                snprintf (path, sizeof path, "/v1/sessions/%s/heartbeat", s->sid);
+                s->hb = s_xfer_start (s, "POST", path, json_object (), false);
+                if (s->hb)
+                    s->hb->kind = REQ_HEARTBEAT;
+                s->hb_at = now + s_cfg.heartbeat_ms;
+            }
             if (!s->req && s->next_at <= now)
                 s_start_step (s);
             if (!s->req && s->step != ST_DONE && s->next_at < wake)
                 wake = s->next_at;
+            if (s->live && !s->hb && s->step != ST_DONE && s->hb_at < wake)
+                wake = s->hb_at;
         }
         if (next_start < s_cfg.sessions && s_sessions[next_start].start_at < wake)
             wake = s_sessions[next_start].start_at;

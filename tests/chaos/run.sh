@@ -28,12 +28,14 @@ if [ "$full" = 1 ]; then
     concurrency=${CHAOS_CONCURRENCY:-60}
     n_payers=5
     minutes=1,2,3
+    ttl_s=900 # a payer whose checkouts keep failing has 30 s to get through
 else
     sessions=${CHAOS_SESSIONS:-60}
     phase_s=${CHAOS_PHASE_SECONDS:-4}
     concurrency=${CHAOS_CONCURRENCY:-30}
     n_payers=2
     minutes=1,2
+    ttl_s=360
 fi
 scale=${CHAOS_SCALE:-30}
 seed=${CHAOS_SEED:-$RANDOM}
@@ -257,7 +259,7 @@ setup_tenant() { # phase mode -> writes $tmp/tenants/<phase>-<mode>.json
         preset_minutes=1,2,3 terms_url=https://example.com/terms stripe_mode=test \
         stripe_secret_key="sk_test_${acct}_secret" stripe_publishable_key="pk_test_${acct}_pub" \
         stripe_webhook_secret="$whsec" billing_mode=$billing rounding=$rounding refund_unused=true \
-        grace_s=$grace_s session_ttl_s=$((grace_s * 2)) max_concurrent_sessions=100 \
+        grace_s=$grace_s session_ttl_s=$ttl_s max_concurrent_sessions=100 \
         max_minutes_per_purchase=60 max_session_minutes=240 >/dev/null || return 1
     curl -fsS "$emu_url/_emulator/webhooks" -H 'Content-Type: application/json' \
         -d "{\"account_key\":\"sk_test_${acct}_secret\",\"url\":\"$gateway_url/v1/stripe/webhook/$tenant\",\"secret\":\"$whsec\"}" >/dev/null || return 1
