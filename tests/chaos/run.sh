@@ -435,29 +435,39 @@ fi
 
 # ---- drain: every session over, settled; payments reconciled --------------------------
 q() { psql -h 127.0.0.1 -p "$p_pg" -U ppm -d ppm -tAq -c "$1" 2>/dev/null; }
-say "draining: sessions finalized, settlements acknowledged, outbox delivered ($(elapsed) s)"
-drained=0
-for _ in $(seq 240); do
-    left=$(q "SELECT (SELECT count(*) FROM metering.sessions WHERE NOT finalized)
-                   + (SELECT count(*) FROM metering.settlements WHERE acked_ms IS NULL)
-                   + (SELECT count(*) FROM payment.outbox WHERE delivered_at_ms IS NULL)")
-    [ "$left" = 0 ] && { drained=1; break; }
-    pause_ms 500
-done
-[ "$drained" = 1 ] || say "not drained after 120 s: $left left (the checker counts them)"
+drain() { # seconds: until every session is finalized, settled, and the outbox delivered
+    local left=
+    for _ in $(seq $(($1 * 2))); do
+        left=$(q "SELECT (SELECT count(*) FROM metering.sessions WHERE NOT finalized)
+                       + (SELECT count(*) FROM metering.settlements WHERE acked_ms IS NULL)
+                       + (SELECT count(*) FROM payment.outbox WHERE delivered_at_ms IS NULL)")
+        [ "$left" = 0 ] && return 0
+        pause_ms 500
+    done
+    say "not drained after $1 s: $left left (the checker counts them)"
+    return 1
+}
 # At most 500 payments per reconciliation run: again while it had a full page
 # (the timer's own run may be going on: then it answers ABORTED, retry).
-checked=0
-resolved=0
-for _ in $(seq 40); do
-    recon=$(PPM_PAYMENT_ENDPOINT=tcp://127.0.0.1:$p_p1 ctl --json payments reconcile 2>/dev/null) ||
-        { pause_ms 500; continue; }
-    n=$(jq -r '.checked // 0' <<<"$recon")
-    checked=$((checked + n))
-    resolved=$((resolved + $(jq -r '.resolved // 0' <<<"$recon")))
-    [ "$n" -lt 500 ] && break
-done
-say "reconciliation: $checked payments checked, $resolved resolved ($(elapsed) s)"
+reconcile() {
+    local recon n checked=0 resolved=0
+    for _ in $(seq 40); do
+        recon=$(PPM_PAYMENT_ENDPOINT=tcp://127.0.0.1:$p_p1 ctl --json payments reconcile 2>/dev/null) ||
+            { pause_ms 500; continue; }
+        n=$(jq -r '.checked // 0' <<<"$recon")
+        checked=$((checked + n))
+        resolved=$((resolved + $(jq -r '.resolved // 0' <<<"$recon")))
+        [ "$n" -lt 500 ] && break
+    done
+    say "reconciliation: $checked payments checked, $resolved resolved ($(elapsed) s)"
+}
+say "draining: sessions finalized, settlements acknowledged, outbox delivered ($(elapsed) s)"
+drain 120
+reconcile
+# what the reconciliation found paid is credited (or refused and given
+# back), and settled; then once more
+drain 20
+reconcile
 # webhooks the reconciliation caused, and settlements of what it changed
 for _ in $(seq 40); do
     pending=$(curl -fsS "$emu_url/_emulator/webhooks" | jq '[.deliveries[]? // .records[]? | select(.state == "pending" or .state == "retrying")] | length' 2>/dev/null)
