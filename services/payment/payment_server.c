@@ -819,8 +819,9 @@ typedef struct {
     char tenant[80];
     Ppm__V1__CheckoutRequest *req; /* unpacked, owned */
     payment_row_t row;
-    s_tenant_t snapshot; /* keys at the time of the call */
-    char key[300];       /* idempotency key in use */
+    s_tenant_t snapshot;   /* keys at the time of the call */
+    char key[300];         /* idempotency key in use */
+    bool own_customer_key; /* the customer is being created under this payment's own key */
 } s_checkout_t;
 
 static void
@@ -951,6 +952,8 @@ s_checkout_create (s_checkout_t *c)
     }
 }
 
+static void s_customer_create (s_checkout_t *c);
+
 static void
 s_on_customer (const payment_stripe_result_t *r, void *arg)
 {
@@ -959,6 +962,18 @@ s_on_customer (const payment_stripe_result_t *r, void *arg)
     s_record_call (self, c->tenant, c->row.payment_id, "customer.create", c->key, r);
     payment_stripe_object_t cus;
     char error[200];
+    if ((payment_stripe_indeterminate (r->err) || r->err == PAYMENT_STRIPE_IDEMPOTENCY) &&
+        !c->own_customer_key) {
+        /* Stripe stores a 500 under the payer's customer key too (it may
+           have created the customer, we cannot know its id) and replays
+           it to every later checkout of this payer, for a day; and a first
+           attempt without an email refuses a later one with (other
+           parameters, same key). Create it under this payment's own key
+           instead: at worst the payer has one customer object more. */
+        c->own_customer_key = true;
+        s_customer_create (c);
+        return;
+    }
     if (r->err != PAYMENT_STRIPE_OK) {
         if (!payment_stripe_indeterminate (r->err)) {
             payment_change_t ch = PAYMENT_CHANGE_INIT;
@@ -990,13 +1005,20 @@ s_on_customer (const payment_stripe_result_t *r, void *arg)
 static void
 s_checkout_customer (s_checkout_t *c)
 {
-    s_self_t *self = c->self;
     if (c->row.customer[0]) {
         s_checkout_create (c);
         return;
     }
-    /* One customer per (tenant, mode, payer), whoever asks first: the key
-       is derived from those, hashed to fit Stripe's 255 characters. */
+    s_customer_create (c);
+}
+
+/* POST /v1/customers. One customer per (tenant, mode, payer), whoever
+   asks first: the key is derived from those, hashed to fit Stripe's 255
+   characters (c->own_customer_key: and from this payment). */
+static void
+s_customer_create (s_checkout_t *c)
+{
+    s_self_t *self = c->self;
     unsigned char hash[16];
     char material[400];
     snprintf (material, sizeof material, "%s\n%s\n%s", c->tenant, c->row.mode, c->row.payer);
@@ -1004,7 +1026,10 @@ s_checkout_customer (s_checkout_t *c)
                         0);
     char hex[33];
     sodium_bin2hex (hex, sizeof hex, hash, sizeof hash);
-    snprintf (c->key, sizeof c->key, "ppm-cus-%s", hex);
+    if (c->own_customer_key)
+        snprintf (c->key, sizeof c->key, "ppm-cus-%s-%s", hex, c->row.payment_id);
+    else
+        snprintf (c->key, sizeof c->key, "ppm-cus-%s", hex);
     ppm_form_t *form = ppm_form_new ();
     if (form) {
         ppm_form_add (form, "metadata[tenant]", c->tenant);

@@ -1243,6 +1243,32 @@ test_failed_payment_paid_later_is_reconciled (void **state)
     assert_true (ppm_test_wait_until (s_funded_once, pid, 5000));
 }
 
+/* Stripe creates a payer's customer and answers 500, and stores that 500
+   under the customer's key: every later checkout of this payer replayed
+   it (UNAVAILABLE) for as long as Stripe keeps keys. The customer is
+   created under the payment's own key instead, and the payer pays. */
+static void
+test_customer_500_does_not_block_the_payer (void **state)
+{
+    (void)state;
+    s_add_session ("s_cus500", "u_cus500", 100, "USD", "prepaid", false);
+    assert_int_equal (ppm_test_emulator_control (s_fix.emu, "POST", "/_emulator/faults",
+                                                 "{\"path\": \"/v1/customers\", \"method\": "
+                                                 "\"POST\", \"mode\": \"error_after\", "
+                                                 "\"count\": 1}",
+                                                 NULL),
+                      200);
+    for (int i = 0; i < 2; i++) {
+        ppm_status_t *st = NULL;
+        Ppm__V1__CheckoutReply *co = s_checkout ("s_cus500", "u_cus500", 2, true, &st);
+        if (st)
+            fail_msg ("checkout %d: %s %s", i, ppm_code_name (ppm_status_code (st)),
+                      ppm_status_message (st));
+        assert_non_null (co->client_secret);
+        protobuf_c_message_free_unpacked (&co->base, NULL);
+    }
+}
+
 static int64_t
 s_payment_count (void)
 {
@@ -1515,6 +1541,7 @@ main (void)
         cmocka_unit_test (test_settle_leaves_refused_payments_out),
         cmocka_unit_test (test_confirm_500_then_429_is_resolved),
         cmocka_unit_test (test_failed_payment_paid_later_is_reconciled),
+        cmocka_unit_test (test_customer_500_does_not_block_the_payer),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }
