@@ -6,6 +6,7 @@
 #   services/<svc>/main.c            -> $(BUILD)/bin/ppm-<svc>
 #   tools/<tool>/*.c                 -> $(BUILD)/bin/<tool>
 #   tests/stripe-emulator/*.c        -> $(BUILD)/bin/stripe-emulator
+#   tests/chaos/*.c                  -> $(BUILD)/bin/chaos-load
 #   tests/lib/*.c                    -> $(BUILD)/libppm_test.a
 #   tests/{unit,integration}/test_*.c -> $(BUILD)/tests/{unit,integration}/test_*
 #   tests/bench/*.c                  -> $(BUILD)/bench/*
@@ -62,6 +63,9 @@ TOOL_BINS := $(foreach t,$(TOOLS),$(BUILD)/bin/$(t))
 EMU_SRC := $(wildcard tests/stripe-emulator/*.c)
 EMU_BIN := $(if $(EMU_SRC),$(BUILD)/bin/stripe-emulator)
 
+CHAOS_SRC := $(wildcard tests/chaos/*.c)
+CHAOS_BIN := $(if $(CHAOS_SRC),$(BUILD)/bin/chaos-load)
+
 TESTLIB_SRC := $(wildcard tests/lib/*.c)
 TESTLIB := $(BUILD)/libppm_test.a
 TEST_SRC := $(wildcard tests/unit/test_*.c tests/integration/test_*.c)
@@ -85,7 +89,7 @@ build: $(LIBPPM) $(SVC_LIBS) $(SVC_BINS) $(TOOL_BINS) $(EMU_BIN)
 
 # The benchmarks are built with the tests, so that a change that breaks
 # one fails `make test`, and tests/e2e/run.sh has bench_e2e to run.
-tests: build $(TESTLIB) $(TEST_BINS) $(BENCH_BINS)
+tests: build $(TESTLIB) $(TEST_BINS) $(BENCH_BINS) $(CHAOS_BIN)
 benches: build $(BENCH_BINS)
 
 # --- generated protobuf code --------------------------------------------
@@ -125,6 +129,10 @@ endef
 $(foreach t,$(TOOLS),$(eval $(call TOOL_RULES,$(t))))
 
 $(BUILD)/bin/stripe-emulator: $(patsubst %.c,$(BUILD)/obj/%.o,$(EMU_SRC)) $(LIBPPM)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bin/chaos-load: $(patsubst %.c,$(BUILD)/obj/%.o,$(CHAOS_SRC)) $(LIBPPM)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -177,6 +185,13 @@ bench: deps benches
 
 run: deps build
 	bash deploy/run.sh $(BUILD)
+
+# `make chaos`: the full chaos run (tests/chaos/README.md): >= 1,000 paid
+# sessions through the gateway while every fault kind is injected, one at a
+# time and then together; the invariant table at the end. `make test` runs
+# the short version (tests/chaos/run.sh without --full).
+chaos: deps build $(CHAOS_BIN)
+	PPM_BIN_DIR=$(CURDIR)/$(BUILD)/bin bash tests/chaos/run.sh --full
 
 # The README's pictures of the web pages, taken in headless Chromium.
 screenshots: deps build

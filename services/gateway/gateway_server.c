@@ -366,9 +366,10 @@ s_on_reply (const ppm_status_t *status, const uint8_t *payload, size_t size, voi
 }
 
 static void
-s_call (s_ctx_t *ctx, ppm_rpc_client_t *client, const char *service, const char *method,
-        const ProtobufCMessage *msg, bool idempotent, const ProtobufCMessageDescriptor *reply,
-        s_next_fn *next, bool not_found_ok)
+s_call_within (s_ctx_t *ctx, ppm_rpc_client_t *client, const char *service, const char *method,
+               const ProtobufCMessage *msg, bool idempotent,
+               const ProtobufCMessageDescriptor *reply, s_next_fn *next, bool not_found_ok,
+               int64_t timeout_ms)
 {
     s_pending_t *p = calloc (1, sizeof *p);
     p->self = ctx->self;
@@ -380,12 +381,22 @@ s_call (s_ctx_t *ctx, ppm_rpc_client_t *client, const char *service, const char 
     ppm_rpc_req_t req = {.method = method,
                          .tenant = ctx->tenant[0] ? ctx->tenant : NULL,
                          .trace_id = ctx->trace_id,
-                         .timeout_ms = (int)ctx->self->config.rpc_timeout_ms,
+                         .timeout_ms = (int)timeout_ms,
                          .idempotent = idempotent};
     if (ppm_rpc_client_call (client, &req, msg, s_on_reply, p) != 0) {
         free (p);
         s_reply_error (ctx, PPM_UNAVAILABLE, "the %s service is unavailable, retry later", service);
     }
+}
+
+/* An RPC within PPM_RPC_TIMEOUT. */
+static void
+s_call (s_ctx_t *ctx, ppm_rpc_client_t *client, const char *service, const char *method,
+        const ProtobufCMessage *msg, bool idempotent, const ProtobufCMessageDescriptor *reply,
+        s_next_fn *next, bool not_found_ok)
+{
+    s_call_within (ctx, client, service, method, msg, idempotent, reply, next, not_found_ok,
+                   ctx->self->config.rpc_timeout_ms);
 }
 
 /* ---- credentials ------------------------------------------------------- */
@@ -1308,8 +1319,11 @@ s_checkout (s_self_t *self, s_ctx_t *ctx)
     msg.minutes = minutes;
     msg.accept_terms = accept;
     msg.payer_email = (char *)email;
-    s_call (ctx, self->payment_rpc, "payment", "payment.Checkout", &msg.base, false,
-            &ppm__v1__checkout_reply__descriptor, s_checkout_reply, false);
+    /* Payment answers once Stripe has (a customer and an intent): allow
+       Stripe's time, not an internal RPC's. */
+    s_call_within (ctx, self->payment_rpc, "payment", "payment.Checkout", &msg.base, false,
+                   &ppm__v1__checkout_reply__descriptor, s_checkout_reply, false,
+                   self->config.payment_timeout_ms);
 }
 
 static void
@@ -1359,8 +1373,9 @@ s_confirm (s_self_t *self, s_ctx_t *ctx)
     msg.payment_method = (char *)method;
     /* Not idempotent (PROTOCOL.md): each call is one confirmation attempt
        at Stripe under a new idempotency key, so it is sent once. */
-    s_call (ctx, self->payment_rpc, "payment", "payment.Confirm", &msg.base, false,
-            &ppm__v1__confirm_reply__descriptor, s_confirm_reply, false);
+    s_call_within (ctx, self->payment_rpc, "payment", "payment.Confirm", &msg.base, false,
+                   &ppm__v1__confirm_reply__descriptor, s_confirm_reply, false,
+                   self->config.payment_timeout_ms);
 }
 
 static void
@@ -2096,6 +2111,8 @@ gateway_server_actor (zsock_t *pipe, void *args)
     self->config = *(gateway_config_t *)args;
     if (self->config.rpc_timeout_ms <= 0)
         self->config.rpc_timeout_ms = PPM_RPC_DEFAULT_TIMEOUT_MS;
+    if (self->config.payment_timeout_ms <= 0)
+        self->config.payment_timeout_ms = 15000;
     if (self->config.auth_cache_ms <= 0)
         self->config.auth_cache_ms = 30000;
     gateway_http_config_t http = {

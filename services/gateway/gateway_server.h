@@ -37,6 +37,8 @@ typedef struct {
     const char *metering_endpoint;
     const char *events_endpoints; /* comma-separated PUB endpoints (config, payment, metering) */
     int64_t rpc_timeout_ms;       /* deadline of each RPC */
+    int64_t payment_timeout_ms;   /* deadline of payment.Checkout and .Confirm (they wait on
+                                     Stripe); <= 0: 15 s */
     int64_t auth_cache_ms;        /* how long credentials stay cached */
     int64_t quote_cache_ms;       /* how long a GET /v1/quote answer is reused (0 = never) */
 } gateway_config_t;

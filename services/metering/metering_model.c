@@ -292,6 +292,28 @@ metering_snap_expires_at (const metering_snap_t *snap)
     return snap->anchor_ms + snap->funded_ms - snap->used_ms;
 }
 
+bool
+metering_snap_overdue (const metering_snap_t *snap, int64_t now_ms)
+{
+    int64_t ttl_at = snap->ttl_s > 0 ? snap->heartbeat_ms + snap->ttl_s * 1000 : INT64_MAX;
+    switch (snap->state) {
+        case PPM__V1__SESSION_STATE__SESSION_AWAITING_PAYMENT:
+        case PPM__V1__SESSION_STATE__SESSION_PAUSED:
+            return ttl_at <= now_ms;
+        case PPM__V1__SESSION_STATE__SESSION_ACTIVE: {
+            int64_t end = INT64_MAX;
+            if (snap->flags & METERING_F_PAID)
+                end = snap->anchor_ms + snap->funded_ms - snap->used_ms;
+            else if (snap->max_min > 0)
+                end = snap->anchor_ms + snap->max_min * 60000 - snap->used_ms;
+            int64_t idle = snap->grace_s > 0 ? snap->heartbeat_ms + snap->grace_s * 1000 : ttl_at;
+            return end <= now_ms || idle <= now_ms;
+        }
+        default:
+            return false;
+    }
+}
+
 int64_t
 metering_snap_paid_used (const metering_snap_t *snap, int64_t now_ms)
 {

@@ -115,6 +115,12 @@ int64_t metering_snap_used (const metering_snap_t *snap, int64_t now_ms);
 int64_t metering_snap_remaining (const metering_snap_t *snap, int64_t now_ms);
 /* Active paid sessions: when the paid time is up; otherwise 0. */
 int64_t metering_snap_expires_at (const metering_snap_t *snap);
+/* True when a change of state is due at or before now_ms (the paid time
+   is up, the heartbeat grace or the TTL has passed, a free session reached
+   max_session_minutes): the hash is behind the clock until the script
+   runs (metering.lua's advance; warnings and finalization are left out).
+   Mirrors the script's deadlines; a false positive costs one script run. */
+bool metering_snap_overdue (const metering_snap_t *snap, int64_t now_ms);
 /* Paid time used (trial excluded) for settlement. */
 int64_t metering_snap_paid_used (const metering_snap_t *snap, int64_t now_ms);
 /* Amount due for the used paid time per the locked rounding, never more

@@ -548,6 +548,67 @@ s_rebuild (self_t *self, const char *tenant, int64_t *rebuilt, int64_t *present)
     return 0;
 }
 
+/* A script found no session sid in Redis. When PostgreSQL holds it
+   unfinished, Redis lost it (flushed, or restarted without its data)
+   and the lease cycle's rebuild has not run yet: write this one session
+   back from its snapshot now, exactly as the rebuild would. Returns 1
+   when it is in Redis again (run the operation again), 2 when it is over
+   for good (finalized: its record is in *snap; its hash expired after the
+   retention, or went with Redis), 0 when it is unknown, -1 when
+   PostgreSQL or Redis fails. */
+static int
+s_restore (self_t *self, const char *tenant, const char *sid, int64_t now, metering_snap_t *snap)
+{
+    int found = metering_db_get (self->pg, tenant, sid, snap);
+    if (found != 1)
+        return found < 0 ? -1 : 0;
+    if (snap->finalized)
+        return 2;
+    s_rebuild_t rb = {self, now, 0, 0, "", NULL, NULL, 0};
+    s_rebuild_row (snap, &rb);
+    if (rb.rebuilt + rb.present == 0)
+        return -1;
+    ppm_log_kv (PPM_LOG_WARN, "metering: session restored from PostgreSQL (Redis had lost it)",
+                "session_id", sid, PPM_LOG_END);
+    return 1;
+}
+
+/* metering_store_op for an RPC, for a session Redis may have lost. One
+   that PostgreSQL has unfinished is restored first (s_restore), so that a
+   payment, a heartbeat or an end is never refused as "not found" for a
+   session that exists; one over for good is answered from its record as
+   the script answers a finished session (End: already ended; anything
+   else: FAILED_PRECONDITION "session has ended"). Returns 0 (res filled,
+   res->code may be a refusal), -1 when Redis fails, -2 when PostgreSQL
+   fails. */
+static int
+s_op (self_t *self, const char *sid, const char *op, int64_t now, const char *tenant, int argc,
+      const char **argv, metering_result_t *res)
+{
+    if (metering_store_op (self->store, sid, op, now, tenant, argc, argv, res))
+        return -1;
+    if (res->code != PPM_NOT_FOUND)
+        return 0;
+    metering_snap_t snap;
+    int restored = s_restore (self, tenant, sid, now, &snap);
+    if (restored < 0)
+        return -2;
+    if (restored == 1 && metering_store_op (self->store, sid, op, now, tenant, argc, argv, res))
+        return -1;
+    if (restored == 2) {
+        memset (res, 0, sizeof *res);
+        res->next_ms = -1;
+        res->snap = snap;
+        if (strcmp (op, "end") == 0)
+            res->flags = METERING_R_ALREADY;
+        else {
+            res->code = PPM_FAILED_PRECONDITION;
+            snprintf (res->message, sizeof res->message, "session has ended");
+        }
+    }
+    return 0;
+}
+
 /* ---- leases ---------------------------------------------------------- */
 
 static int
@@ -890,8 +951,9 @@ s_fund (ppm_rpc_call_t *call, void *arg)
     const char *argv[] = {pfield, add, amount, req->currency};
     s_prearm (self, req->session_id, now);
     metering_result_t res;
-    if (metering_store_op (self->store, req->session_id, "fund", now, tenant, 4, argv, &res)) {
-        s_unavailable (&call, "Redis");
+    int rc = s_op (self, req->session_id, "fund", now, tenant, 4, argv, &res);
+    if (rc) {
+        s_unavailable (&call, rc == -2 ? "PostgreSQL" : "Redis");
         goto cleanup;
     }
     if (res.code != 0) {
@@ -958,8 +1020,9 @@ s_session_op (self_t *self, ppm_rpc_call_t **call, const char *op, const char *m
     int64_t prearm = -1;
     if (strcmp (op, "hb") != 0)
         prearm = s_prearm (self, sid, now);
-    if (metering_store_op (self->store, sid, op, now, tenant, 4, argv, res)) {
-        s_unavailable (call, "Redis");
+    int rc = s_op (self, sid, op, now, tenant, 4, argv, res);
+    if (rc) {
+        s_unavailable (call, rc == -2 ? "PostgreSQL" : "Redis");
         return -1;
     }
     if (res->code != 0) {
@@ -1038,6 +1101,57 @@ s_end (ppm_rpc_call_t *call, void *arg)
     protobuf_c_message_free_unpacked (&req->base, NULL);
 }
 
+/* The session as of now, for metering.Get. From Redis, brought up to now
+   first when a change of state is overdue: the tick of the replica holding
+   its bucket is late (that replica died and its lease has not run out, or
+   this one just started), and nobody may be told "active" after the paid
+   time is up (the transition happens once, whoever runs it). From
+   PostgreSQL when it is over for good and its hash is gone; restored into
+   Redis when Redis lost it. A live session is never answered from
+   PostgreSQL's snapshot, which may be behind the clock: while Redis is
+   unreachable, Get answers UNAVAILABLE for it, as every other RPC does.
+   Returns 1 (snap filled), 0 (unknown), -1 (unavailable). */
+static int
+s_read (self_t *self, const char *tenant, const char *sid, int64_t now, metering_snap_t *snap)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int found = metering_store_get (self->store, sid, snap);
+        if (found == 1 && strcmp (snap->tenant, tenant) != 0)
+            found = 0;
+        if (found == 1 && !snap->finalized && metering_snap_overdue (snap, now)) {
+            metering_result_t res;
+            if (metering_store_op (self->store, sid, "tick", now, tenant, 0, NULL, &res) ||
+                res.code != 0)
+                return -1;
+            if (res.flags & METERING_R_GONE)
+                found = 0;
+            else if (res.nevents > 0) {
+                s_after (self, &res, now, -1);
+                *snap = res.snap;
+            } else {
+                found = metering_store_get (self->store, sid, snap);
+                if (found == 1 && strcmp (snap->tenant, tenant) != 0)
+                    found = 0;
+            }
+        }
+        if (found == 1)
+            return 1;
+        metering_snap_t record;
+        int in_pg = metering_db_get (self->pg, tenant, sid, &record);
+        if (in_pg < 0 || (in_pg == 0 && found < 0))
+            return -1;
+        if (in_pg == 0)
+            return 0;
+        if (record.finalized) {
+            *snap = record;
+            return 1;
+        }
+        if (found < 0 || s_restore (self, tenant, sid, now, &record) != 1)
+            return -1;
+    }
+    return -1;
+}
+
 static void
 s_get (ppm_rpc_call_t *call, void *arg)
 {
@@ -1053,11 +1167,7 @@ s_get (ppm_rpc_call_t *call, void *arg)
     if (!tenant || !s_sid_ok (&call, req->session_id))
         goto cleanup;
     metering_snap_t snap;
-    int found = metering_store_get (self->store, req->session_id, &snap);
-    if (found == 1 && strcmp (snap.tenant, tenant) != 0)
-        found = 0;
-    if (found != 1)
-        found = metering_db_get (self->pg, tenant, req->session_id, &snap);
+    int found = s_read (self, tenant, req->session_id, now, &snap);
     if (found < 0)
         s_unavailable (&call, "session store");
     else if (found == 0)

@@ -207,8 +207,10 @@ s_bool (const PGresult *res, int row, int col)
     "coalesce(p.stripe_payment_intent, ''), coalesce(p.stripe_checkout_session, ''), "             \
     "p.client_secret, p.checkout_url, p.success_url, p.cancel_url, p.disputed, p.funded, "         \
     "p.confirm_attempts, p.failure_code, p.failure_message, coalesce(c.terms_url, ''), "           \
-    "coalesce(c.accepted_at_ms, 0), p.created_at_ms, p.updated_at_ms "                             \
-    "FROM payment.payments p LEFT JOIN payment.consents c ON c.payment_id = p.payment_id "
+    "coalesce(c.accepted_at_ms, 0), p.created_at_ms, p.updated_at_ms, "                            \
+    "coalesce(o.outcome LIKE 'refused%', false) "                                                  \
+    "FROM payment.payments p LEFT JOIN payment.consents c ON c.payment_id = p.payment_id "         \
+    "LEFT JOIN payment.outbox o ON o.payment_id = p.payment_id "
 
 static void
 s_row_read (const PGresult *res, int i, payment_row_t *row)
@@ -249,6 +251,7 @@ s_row_read (const PGresult *res, int i, payment_row_t *row)
     row->terms_accepted_at_ms = s_int (res, i, c++);
     row->created_at_ms = s_int (res, i, c++);
     row->updated_at_ms = s_int (res, i, c++);
+    row->refused = s_bool (res, i, c++);
 }
 
 static ppm_pg_result_t
@@ -873,7 +876,22 @@ payment_ledger_unresolved (ppm_pg_t *pg, const char *tenant, int64_t before_ms,
     const char *params[] = {tenant ? tenant : "", before.text};
     return s_rows (pg,
                    "SELECT " S_COLS "WHERE ($1 = '' OR p.tenant_id = $1) AND p.state IN "
-                   "('created','pending','requires_action') AND p.updated_at_ms <= $2 "
+                   "('created','pending','requires_action','failed') AND p.updated_at_ms <= $2 "
+                   "ORDER BY p.updated_at_ms LIMIT 500",
+                   2, params, rows, count);
+}
+
+ppm_pg_result_t
+payment_ledger_unreturned (ppm_pg_t *pg, const char *tenant, int64_t before_ms,
+                           payment_row_t **rows, size_t *count)
+{
+    s_num_t before = s_num (before_ms);
+    const char *params[] = {tenant ? tenant : "", before.text};
+    return s_rows (pg,
+                   "SELECT " S_COLS "WHERE ($1 = '' OR p.tenant_id = $1) AND "
+                   "o.outcome LIKE 'refused%' AND "
+                   "(p.state = 'authorized' OR (p.state IN ('succeeded','refunded') AND "
+                   "p.refunded < p.captured)) AND p.updated_at_ms <= $2 "
                    "ORDER BY p.updated_at_ms LIMIT 500",
                    2, params, rows, count);
 }

@@ -79,6 +79,8 @@ typedef struct {
     int64_t terms_accepted_at_ms;
     int64_t created_at_ms;
     int64_t updated_at_ms;
+    bool refused; /* metering refused to credit it (outbox outcome "refused…"): its money
+                     goes back in full, it takes no part in the session's settlement */
 } payment_row_t;
 
 /* A change to apply with a state move. NULL / -1 fields are left alone. */
@@ -223,9 +225,18 @@ ppm_pg_result_t payment_ledger_outbox_retry (ppm_pg_t *pg, int64_t id, int64_t n
 /* Undelivered outbox rows (tests, metrics). */
 ppm_pg_result_t payment_ledger_outbox_pending (ppm_pg_t *pg, int64_t *count);
 
-/* Payments to reconcile: CREATED, PENDING or REQUIRES_ACTION, last changed
-   before before_ms; tenant NULL/"" for every tenant. */
+/* Payments to reconcile: CREATED, PENDING, REQUIRES_ACTION or FAILED (a
+   declined card may be followed by one that went through while its
+   answer was lost), last changed before before_ms; tenant NULL/"" for
+   every tenant. At most 500, oldest first. */
 ppm_pg_result_t payment_ledger_unresolved (ppm_pg_t *pg, const char *tenant, int64_t before_ms,
+                                           payment_row_t **rows, size_t *count);
+
+/* Payments metering refused (outbox outcome "refused…": the session ended
+   before they were credited) whose money is not back yet: still
+   AUTHORIZED, or captured and not refunded in full; last changed before
+   before_ms; tenant NULL/"" for every tenant. At most 500, oldest first. */
+ppm_pg_result_t payment_ledger_unreturned (ppm_pg_t *pg, const char *tenant, int64_t before_ms,
                                            payment_row_t **rows, size_t *count);
 
 /* Listing, newest first; cursor is "<created_at_ms>:<payment_id>" or "". */

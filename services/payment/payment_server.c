@@ -77,6 +77,7 @@ struct _s_self_t {
     payment_stripe_t *stripe;
     zhashx_t *tenants;     /* tenant id -> s_tenant_t * */
     zhashx_t *outbox_busy; /* payment ids whose Fund is in flight */
+    zhashx_t *settling;    /* "<tenant>/<session>" of settlements in flight */
     int outbox_timer;
     int reconcile_timer;
     int64_t gauges_at_ms;          /* when the gauges were last refreshed */
@@ -596,6 +597,8 @@ typedef struct {
 /* Metering refused a payment for good (the session ended before it was
    funded): give the money back — release the hold or refund the charge —
    so nobody pays for time they cannot use. */
+typedef void (s_unwind_done_fn) (void *arg);
+
 typedef struct {
     s_self_t *self;
     char tenant[80];
@@ -603,7 +606,38 @@ typedef struct {
     char key[300];
     bool refund;
     int64_t amount;
+    s_unwind_done_fn *done; /* called at the end, or NULL */
+    void *done_arg;
 } s_unwind_t;
+
+/* Records the refund (a Stripe refund object) that gave an unfunded
+   payment's money back. */
+static void
+s_record_unfunded_refund (s_self_t *self, const char *tenant, const char *payment_id,
+                          const json_t *object, int64_t amount, const char *request_id)
+{
+    char error[200];
+    payment_stripe_object_t refund;
+    if (payment_stripe_object_read (object, &refund, error, sizeof error) != 0)
+        return;
+    payment_ledger_refund (self->pg, tenant, payment_id, refund.id, amount, refund.status,
+                           "session ended before funding", request_id);
+    payment_row_t row;
+    bool found = false;
+    payment_ledger_get (self->pg, tenant, payment_id, &row, &found);
+    payment_change_t ch = PAYMENT_CHANGE_INIT;
+    ch.cause = "metering refused funding: refunded";
+    ch.request_id = request_id;
+    ch.refunded = found ? row.refunded + amount : amount;
+    bool changed = false;
+    payment_row_t after;
+    if (payment_ledger_apply (self->pg, tenant, payment_id, PAYMENT_ST_REFUNDED, &ch, &changed,
+                              &after) == PPM_PG_OK &&
+        changed) {
+        ppm_counter_inc (self->m_refunded, (uint64_t)amount, tenant, after.currency);
+        s_after_change (self, &after);
+    }
+}
 
 static void
 s_on_unwound (const payment_stripe_result_t *r, void *arg)
@@ -615,39 +649,30 @@ s_on_unwound (const payment_stripe_result_t *r, void *arg)
     char error[200];
     payment_row_t after;
     if (r->err != PAYMENT_STRIPE_OK) {
-        ppm_log_kv (PPM_LOG_ERROR, "could not give back an unfunded payment", "payment_id",
+        /* reconciliation tries again (s_giveback) */
+        ppm_log_kv (PPM_LOG_WARN, "could not give back an unfunded payment yet", "payment_id",
                     u->payment_id, "error", r->detail, PPM_LOG_END);
     } else if (u->refund) {
-        payment_stripe_object_t refund;
-        if (payment_stripe_object_read (r->body, &refund, error, sizeof error) == 0) {
-            payment_ledger_refund (self->pg, u->tenant, u->payment_id, refund.id, u->amount,
-                                   refund.status, "session ended before funding", r->request_id);
-            payment_row_t row;
-            bool found = false;
-            payment_ledger_get (self->pg, u->tenant, u->payment_id, &row, &found);
-            payment_change_t ch = PAYMENT_CHANGE_INIT;
-            ch.cause = "metering refused funding: refunded";
-            ch.request_id = r->request_id;
-            ch.refunded = found ? row.refunded + u->amount : u->amount;
-            bool changed = false;
-            if (payment_ledger_apply (self->pg, u->tenant, u->payment_id, PAYMENT_ST_REFUNDED, &ch,
-                                      &changed, &after) == PPM_PG_OK &&
-                changed) {
-                ppm_counter_inc (self->m_refunded, (uint64_t)u->amount, u->tenant, after.currency);
-                s_after_change (self, &after);
-            }
-        }
+        s_record_unfunded_refund (self, u->tenant, u->payment_id, r->body, u->amount,
+                                  r->request_id);
     } else {
         payment_stripe_pi_t pi;
         if (payment_stripe_pi_read (r->body, &pi, error, sizeof error) == 0)
             s_apply_pi (self, u->tenant, u->payment_id, &pi, "metering refused funding: released",
                         r->request_id, NULL, &after);
     }
+    if (u->done)
+        u->done (u->done_arg);
     free (u);
 }
 
-static void
-s_unwind (s_self_t *self, const char *tenant, const char *payment_id)
+/* Releases the hold or refunds the charge of a payment metering refused.
+   done (may be NULL) is called with arg when the attempt ends, whatever
+   its outcome; returns -1 (and calls nothing) when no attempt started
+   (tenant keys not loaded, nothing to give back). */
+static int
+s_unwind (s_self_t *self, const char *tenant, const char *payment_id, s_unwind_done_fn *done,
+          void *done_arg)
 {
     payment_row_t row;
     bool found = false;
@@ -655,9 +680,11 @@ s_unwind (s_self_t *self, const char *tenant, const char *payment_id)
     if (!t || !t->valid ||
         payment_ledger_get (self->pg, tenant, payment_id, &row, &found) != PPM_PG_OK || !found ||
         !row.payment_intent[0])
-        return;
+        return -1;
     s_unwind_t *u = (s_unwind_t *)zmalloc (sizeof (s_unwind_t));
     u->self = self;
+    u->done = done;
+    u->done_arg = done_arg;
     snprintf (u->tenant, sizeof u->tenant, "%s", tenant);
     snprintf (u->payment_id, sizeof u->payment_id, "%s", payment_id);
     char path[320];
@@ -683,12 +710,14 @@ s_unwind (s_self_t *self, const char *tenant, const char *payment_id)
     } else {
         ppm_form_destroy (&form);
         free (u);
-        return;
+        return -1;
     }
     if (!form || s_form_send (self, "POST", path, &form, key, u->key, s_on_unwound, u) != 0) {
         ppm_form_destroy (&form);
         free (u);
+        return -1;
     }
+    return 0;
 }
 
 static void
@@ -712,7 +741,7 @@ s_on_fund (const ppm_status_t *status, const uint8_t *payload, size_t size, void
         payment_ledger_outbox_delivered (self->pg, f->row.id, outcome);
         ppm_log_kv (PPM_LOG_WARN, "metering refused funding: giving the money back", "payment_id",
                     f->row.payment_id, "reason", ppm_status_message (status), PPM_LOG_END);
-        s_unwind (self, f->row.tenant_id, f->row.payment_id);
+        s_unwind (self, f->row.tenant_id, f->row.payment_id, NULL, NULL);
     } else {
         int64_t delay = 500;
         for (int i = 0; i < f->row.attempts && delay < 30000; i++)
@@ -791,8 +820,9 @@ typedef struct {
     char tenant[80];
     Ppm__V1__CheckoutRequest *req; /* unpacked, owned */
     payment_row_t row;
-    s_tenant_t snapshot; /* keys at the time of the call */
-    char key[300];       /* idempotency key in use */
+    s_tenant_t snapshot;   /* keys at the time of the call */
+    char key[300];         /* idempotency key in use */
+    bool own_customer_key; /* the customer is being created under this payment's own key */
 } s_checkout_t;
 
 static void
@@ -923,6 +953,8 @@ s_checkout_create (s_checkout_t *c)
     }
 }
 
+static void s_customer_create (s_checkout_t *c);
+
 static void
 s_on_customer (const payment_stripe_result_t *r, void *arg)
 {
@@ -931,6 +963,18 @@ s_on_customer (const payment_stripe_result_t *r, void *arg)
     s_record_call (self, c->tenant, c->row.payment_id, "customer.create", c->key, r);
     payment_stripe_object_t cus;
     char error[200];
+    if ((payment_stripe_indeterminate (r->err) || r->err == PAYMENT_STRIPE_IDEMPOTENCY) &&
+        !c->own_customer_key) {
+        /* Stripe stores a 500 under the payer's customer key too (it may
+           have created the customer, we cannot know its id) and replays
+           it to every later checkout of this payer, for a day; and a first
+           attempt without an email refuses a later one with (other
+           parameters, same key). Create it under this payment's own key
+           instead: at worst the payer has one customer object more. */
+        c->own_customer_key = true;
+        s_customer_create (c);
+        return;
+    }
     if (r->err != PAYMENT_STRIPE_OK) {
         if (!payment_stripe_indeterminate (r->err)) {
             payment_change_t ch = PAYMENT_CHANGE_INIT;
@@ -962,13 +1006,20 @@ s_on_customer (const payment_stripe_result_t *r, void *arg)
 static void
 s_checkout_customer (s_checkout_t *c)
 {
-    s_self_t *self = c->self;
     if (c->row.customer[0]) {
         s_checkout_create (c);
         return;
     }
-    /* One customer per (tenant, mode, payer), whoever asks first: the key
-       is derived from those, hashed to fit Stripe's 255 characters. */
+    s_customer_create (c);
+}
+
+/* POST /v1/customers. One customer per (tenant, mode, payer), whoever
+   asks first: the key is derived from those, hashed to fit Stripe's 255
+   characters (c->own_customer_key: and from this payment). */
+static void
+s_customer_create (s_checkout_t *c)
+{
+    s_self_t *self = c->self;
     unsigned char hash[16];
     char material[400];
     snprintf (material, sizeof material, "%s\n%s\n%s", c->tenant, c->row.mode, c->row.payer);
@@ -976,7 +1027,10 @@ s_checkout_customer (s_checkout_t *c)
                         0);
     char hex[33];
     sodium_bin2hex (hex, sizeof hex, hash, sizeof hash);
-    snprintf (c->key, sizeof c->key, "ppm-cus-%s", hex);
+    if (c->own_customer_key)
+        snprintf (c->key, sizeof c->key, "ppm-cus-%s-%s", hex, c->row.payment_id);
+    else
+        snprintf (c->key, sizeof c->key, "ppm-cus-%s", hex);
     ppm_form_t *form = ppm_form_new ();
     if (form) {
         ppm_form_add (form, "metadata[tenant]", c->tenant);
@@ -1256,6 +1310,9 @@ typedef struct {
     char payer[136];
     char payment_method[128];
     char key[300];
+    char pi_id[256];             /* the intent confirmed */
+    payment_stripe_err_t failed; /* the confirm's error, while its outcome is checked */
+    char failed_detail[300];
 } s_confirm_t;
 
 static void
@@ -1268,6 +1325,53 @@ s_confirm_reply (s_confirm_t *c, const payment_row_t *row)
     reply.amount = row->amount;
     reply.currency = (char *)row->currency;
     ppm_rpc_call_reply (&c->call, &reply.base);
+}
+
+/* The intent, fetched after a confirm whose outcome was not an answer
+   (s_confirm_check): the payer is told what Stripe did. */
+static void
+s_on_confirm_checked (const payment_stripe_result_t *r, void *arg)
+{
+    s_confirm_t *c = (s_confirm_t *)arg;
+    s_self_t *self = c->self;
+    payment_row_t after;
+    char error[200];
+    payment_stripe_pi_t pi;
+    if (r->err == PAYMENT_STRIPE_OK &&
+        payment_stripe_pi_read (r->body, &pi, error, sizeof error) == 0 &&
+        s_apply_pi (self, c->tenant, c->payment_id, &pi, "stripe.pi.confirm: outcome fetched",
+                    r->request_id, NULL, &after) == PPM_PG_OK &&
+        (after.state == PAYMENT_ST_AUTHORIZED || after.state == PAYMENT_ST_SUCCEEDED ||
+         after.state == PAYMENT_ST_REQUIRES_ACTION)) {
+        s_confirm_reply (c, &after);
+        free (c);
+        return;
+    }
+    payment_stripe_result_t failed = {.err = c->failed, .detail = c->failed_detail};
+    s_fail_stripe (&c->call, &failed);
+    free (c);
+}
+
+/* A confirm that failed without a decline may have confirmed the intent
+   all the same: Stripe answered 500 after doing it, the answer was lost,
+   or a retry found the intent confirmed already (400, 409). Fetches the
+   intent and answers from it (s_on_confirm_checked). Returns true when
+   the fetch started. */
+static bool
+s_confirm_check (s_confirm_t *c, const payment_stripe_result_t *r)
+{
+    s_self_t *self = c->self;
+    s_tenant_t *t = s_tenant (self, c->tenant);
+    if ((!payment_stripe_indeterminate (r->err) && r->err != PAYMENT_STRIPE_INVALID &&
+         r->err != PAYMENT_STRIPE_CONFLICT && r->err != PAYMENT_STRIPE_RATE_LIMITED) ||
+        !t || !self->stripe || !s_id_ok (c->pi_id))
+        return false;
+    c->failed = r->err;
+    snprintf (c->failed_detail, sizeof c->failed_detail, "%s", r->detail);
+    char path[320];
+    snprintf (path, sizeof path, "/v1/payment_intents/%s", c->pi_id);
+    return payment_stripe_request (self->stripe, "GET", path, NULL, s_key (t, false), NULL,
+                                   s_on_confirm_checked, c) == 0;
 }
 
 static void
@@ -1291,6 +1395,8 @@ s_on_confirmed (const payment_stripe_result_t *r, void *arg)
         free (c);
         return;
     }
+    if (r->err != PAYMENT_STRIPE_DECLINED && s_confirm_check (c, r))
+        return; /* answers once Stripe says what became of the intent */
     if (r->err == PAYMENT_STRIPE_DECLINED) {
         const payment_stripe_error_t *e = r->error;
         payment_change_t ch = PAYMENT_CHANGE_INIT;
@@ -1372,6 +1478,7 @@ s_confirm_with_tenant (s_self_t *self, const ppm_status_t *status, void *arg)
     snprintf (what, sizeof what, "confirm-%d", attempt);
     s_idem_key (c->key, sizeof c->key, c->payment_id, what);
     char path[320];
+    snprintf (c->pi_id, sizeof c->pi_id, "%s", row.payment_intent);
     snprintf (path, sizeof path, "/v1/payment_intents/%s/confirm", row.payment_intent);
     ppm_form_t *form = ppm_form_new ();
     if (form) {
@@ -1460,6 +1567,7 @@ typedef struct {
     char key[300];
     bool failed;
     char error[300];
+    char running[200]; /* its key in self->settling, "" when not registered */
 } s_settle_t;
 
 static void
@@ -1468,6 +1576,8 @@ s_settle_free (s_settle_t **s_p)
     s_settle_t *s = *s_p;
     if (!s)
         return;
+    if (s->running[0])
+        zhashx_delete (s->self->settling, s->running);
     free (s->rows);
     free (s);
     *s_p = NULL;
@@ -1490,36 +1600,27 @@ s_settle_reply (s_settle_t *s, bool already)
 
 static void s_settle_next (s_settle_t *s);
 
+static void s_settle_next (s_settle_t *s);
+
+/* One settlement operation is done at Stripe: record what Stripe
+   answered (body: the PaymentIntent, or the refund) and go on. */
 static void
-s_on_settle_op (const payment_stripe_result_t *r, void *arg)
+s_settle_op_done (s_settle_t *s, const json_t *body, const char *request_id)
 {
-    s_settle_t *s = (s_settle_t *)arg;
     s_self_t *self = s->self;
     s_op_t *op = &s->ops[s->next];
     payment_row_t *row = &s->rows[op->index];
-    static const char *names[] = {"pi.capture", "pi.cancel", "refund.create"};
-    s_record_call (self, s->tenant, row->payment_id, names[op->kind], s->key, r);
     char error[200];
     payment_row_t after;
     bool changed = false;
-    if (r->err != PAYMENT_STRIPE_OK) {
-        /* Already in the target state at Stripe counts as done: we learn
-           it by fetching on the next run (reconciliation); here, fail. */
-        s->failed = true;
-        snprintf (s->error, sizeof s->error, "%s %s: %s", names[op->kind], row->payment_id,
-                  r->detail);
-        s->next = s->op_count;
-        s_settle_next (s);
-        return;
-    }
     if (op->kind == S_OP_REFUND) {
         payment_stripe_object_t refund;
-        if (payment_stripe_object_read (r->body, &refund, error, sizeof error) == 0) {
+        if (payment_stripe_object_read (body, &refund, error, sizeof error) == 0) {
             payment_ledger_refund (self->pg, s->tenant, row->payment_id, refund.id, op->amount,
-                                   refund.status, "unused minutes", r->request_id);
+                                   refund.status, "unused minutes", request_id);
             payment_change_t ch = PAYMENT_CHANGE_INIT;
             ch.cause = "settle: refund of unused minutes";
-            ch.request_id = r->request_id;
+            ch.request_id = request_id;
             ch.refunded = row->refunded + op->amount;
             ppm_counter_inc (self->m_refunded, (uint64_t)op->amount, s->tenant, row->currency);
             if (payment_ledger_apply (self->pg, s->tenant, row->payment_id, PAYMENT_ST_REFUNDED,
@@ -1529,18 +1630,112 @@ s_on_settle_op (const payment_stripe_result_t *r, void *arg)
         }
     } else {
         payment_stripe_pi_t pi;
-        if (payment_stripe_pi_read (r->body, &pi, error, sizeof error) == 0) {
+        if (payment_stripe_pi_read (body, &pi, error, sizeof error) == 0) {
             if (op->kind == S_OP_CAPTURE)
                 payment_ledger_capture (self->pg, s->tenant, row->payment_id, pi.amount_received,
-                                        r->request_id);
+                                        request_id);
             s_apply_pi (self, s->tenant, row->payment_id, &pi,
                         op->kind == S_OP_CAPTURE ? "settle: capture of used time"
                                                  : "settle: nothing used, released",
-                        r->request_id, NULL, &after);
+                        request_id, NULL, &after);
         }
     }
     s->next++;
     s_settle_next (s);
+}
+
+static void
+s_settle_op_failed (s_settle_t *s, const char *detail)
+{
+    static const char *names[] = {"pi.capture", "pi.cancel", "refund.create"};
+    s_op_t *op = &s->ops[s->next];
+    s->failed = true;
+    snprintf (s->error, sizeof s->error, "%s %s: %s", names[op->kind],
+              s->rows[op->index].payment_id, detail);
+    s->next = s->op_count;
+    s_settle_next (s);
+}
+
+/* The answer to Stripe's state after a failed operation (s_settle_verify). */
+static void
+s_on_settle_verified (const payment_stripe_result_t *r, void *arg)
+{
+    s_settle_t *s = (s_settle_t *)arg;
+    s_op_t *op = &s->ops[s->next];
+    payment_row_t *row = &s->rows[op->index];
+    char error[200];
+    if (r->err == PAYMENT_STRIPE_OK && op->kind == S_OP_REFUND) {
+        /* ours: this payment's settlement refund, of this amount */
+        size_t i;
+        json_t *item;
+        json_array_foreach (json_object_get (r->body, "data"), i, item)
+        {
+            payment_stripe_object_t refund;
+            if (payment_stripe_object_read (item, &refund, error, sizeof error) == 0 &&
+                strcmp (refund.meta.payment, row->payment_id) == 0 &&
+                strcmp (refund.meta.session, row->session_id) == 0 && refund.amount == op->amount &&
+                (strcmp (refund.status, "succeeded") == 0 ||
+                 strcmp (refund.status, "pending") == 0)) {
+                s_settle_op_done (s, item, r->request_id);
+                return;
+            }
+        }
+    } else if (r->err == PAYMENT_STRIPE_OK) {
+        payment_stripe_pi_t pi;
+        const char *want = op->kind == S_OP_CAPTURE ? "succeeded" : "canceled";
+        if (payment_stripe_pi_read (r->body, &pi, error, sizeof error) == 0 &&
+            strcmp (pi.status, want) == 0) {
+            s_settle_op_done (s, r->body, r->request_id);
+            return;
+        }
+    }
+    s_settle_op_failed (s, s->error);
+}
+
+/* The operation failed in a way that may hide its success: Stripe answered
+   500 after doing it (and replays that 500 under the same key for as long
+   as it keeps the key, so repeating it never tells), the answer was lost,
+   or Stripe says the intent is no longer in the state the operation needs
+   (done before). Asks Stripe for the intent (capture, cancel) or its
+   refunds; s_on_settle_verified decides. Returns true when asked. */
+static bool
+s_settle_verify (s_settle_t *s, const payment_stripe_result_t *r)
+{
+    s_self_t *self = s->self;
+    s_op_t *op = &s->ops[s->next];
+    payment_row_t *row = &s->rows[op->index];
+    s_tenant_t *t = s_tenant (self, s->tenant);
+    if ((!payment_stripe_indeterminate (r->err) && r->err != PAYMENT_STRIPE_INVALID &&
+         r->err != PAYMENT_STRIPE_CONFLICT) ||
+        !t || !self->stripe || !s_id_ok (row->payment_intent))
+        return false;
+    char path[400];
+    if (op->kind == S_OP_REFUND)
+        snprintf (path, sizeof path, "/v1/refunds?payment_intent=%s&limit=100",
+                  row->payment_intent);
+    else
+        snprintf (path, sizeof path, "/v1/payment_intents/%s", row->payment_intent);
+    return payment_stripe_request (self->stripe, "GET", path, NULL,
+                                   s_key (t, op->kind == S_OP_REFUND), NULL, s_on_settle_verified,
+                                   s) == 0;
+}
+
+static void
+s_on_settle_op (const payment_stripe_result_t *r, void *arg)
+{
+    s_settle_t *s = (s_settle_t *)arg;
+    s_self_t *self = s->self;
+    s_op_t *op = &s->ops[s->next];
+    payment_row_t *row = &s->rows[op->index];
+    static const char *names[] = {"pi.capture", "pi.cancel", "refund.create"};
+    s_record_call (self, s->tenant, row->payment_id, names[op->kind], s->key, r);
+    if (r->err != PAYMENT_STRIPE_OK) {
+        snprintf (s->error, sizeof s->error, "%s", r->detail);
+        if (!s_settle_verify (s, r))
+            s_settle_op_failed (s, r->detail);
+        return;
+    }
+    s_settle_op_done (s, r->body, r->request_id);
 }
 
 static void
@@ -1563,7 +1758,8 @@ s_settle_next (s_settle_t *s)
         if (payment_ledger_session_payments (self->pg, s->tenant, s->session_id, &rows, &count) ==
             PPM_PG_OK) {
             for (size_t i = 0; i < count; i++)
-                s->result.charged += rows[i].captured - rows[i].refunded;
+                if (!rows[i].refused) /* their money goes back whole */
+                    s->result.charged += rows[i].captured - rows[i].refunded;
         }
         free (rows);
         payment_ledger_settle_done (self->pg, s->tenant, s->session_id, &s->result);
@@ -1610,14 +1806,20 @@ s_settle_next (s_settle_t *s)
     }
 }
 
+/* What is left to do for the session's settlement, from the ledger as it
+   is now: a run that stopped halfway (Stripe failed one operation) is
+   planned again from what the earlier run already did, never from
+   scratch. Payments metering refused take no part: their money goes back
+   whole (s_unwind, reconciliation's give-back). */
 static void
 s_settle_plan (s_settle_t *s)
 {
     int64_t used_ms = s->result.used_ms;
     const payment_row_t *first = NULL;
     for (size_t i = 0; i < s->count; i++)
-        if (s->rows[i].state == PAYMENT_ST_AUTHORIZED || s->rows[i].state == PAYMENT_ST_SUCCEEDED ||
-            s->rows[i].state == PAYMENT_ST_REFUNDED) {
+        if (!s->rows[i].refused &&
+            (s->rows[i].state == PAYMENT_ST_AUTHORIZED ||
+             s->rows[i].state == PAYMENT_ST_SUCCEEDED || s->rows[i].state == PAYMENT_ST_REFUNDED)) {
             first = &s->rows[i];
             break;
         }
@@ -1634,10 +1836,14 @@ s_settle_plan (s_settle_t *s)
         ppm_money_round_step (currency, used_amount, true, &used_amount);
     s->used_minutes = (used_ms + 59999) / 60000;
     if (strcmp (first->billing_mode, "authorize") == 0) {
+        /* captured by an earlier run of this settlement counts */
         int64_t remaining = used_amount;
+        for (size_t i = 0; i < s->count; i++)
+            if (!s->rows[i].refused)
+                remaining -= s->rows[i].captured;
         for (size_t i = 0; i < s->count && s->op_count < 64; i++) {
             payment_row_t *row = &s->rows[i];
-            if (row->state != PAYMENT_ST_AUTHORIZED)
+            if (row->state != PAYMENT_ST_AUTHORIZED || row->refused)
                 continue;
             int64_t take = remaining < row->amount ? remaining : row->amount;
             if (take > 0) {
@@ -1651,24 +1857,33 @@ s_settle_plan (s_settle_t *s)
         }
     } else if (first->refund_unused) {
         int64_t paid_minutes = 0;
-        for (size_t i = 0; i < s->count; i++)
-            if (s->rows[i].state == PAYMENT_ST_SUCCEEDED || s->rows[i].state == PAYMENT_ST_REFUNDED)
-                paid_minutes += s->rows[i].minutes;
+        int64_t refunded_before = 0;
+        for (size_t i = 0; i < s->count; i++) {
+            const payment_row_t *row = &s->rows[i];
+            if (row->refused ||
+                (row->state != PAYMENT_ST_SUCCEEDED && row->state != PAYMENT_ST_REFUNDED))
+                continue;
+            paid_minutes += row->minutes;
+            refunded_before += row->refunded;
+        }
         int64_t unused = paid_minutes - s->used_minutes;
         int64_t refund = 0;
         if (unused > 0 && ppm_money_total (first->rate_per_minute, unused, &refund) != PPM_MONEY_OK)
             refund = 0;
+        s->result.refunded = refund;
+        /* refunded by an earlier run of this settlement counts */
+        refund -= refunded_before;
         /* Refund from the newest payment backwards. */
         for (size_t k = s->count; k > 0 && refund > 0 && s->op_count < 64; k--) {
             payment_row_t *row = &s->rows[k - 1];
-            if (row->state != PAYMENT_ST_SUCCEEDED && row->state != PAYMENT_ST_REFUNDED)
+            if (row->refused ||
+                (row->state != PAYMENT_ST_SUCCEEDED && row->state != PAYMENT_ST_REFUNDED))
                 continue;
             int64_t room = row->captured - row->refunded;
             int64_t take = refund < room ? refund : room;
             if (take > 0) {
                 s->ops[s->op_count++] = (s_op_t){S_OP_REFUND, take, k - 1};
                 refund -= take;
-                s->result.refunded += take;
             }
         }
     }
@@ -1738,6 +1953,19 @@ s_handle_settle (ppm_rpc_call_t *call, void *arg)
         s_settle_free (&s);
         return;
     }
+    /* One run per session at a time: metering re-sends Settle while no
+       answer has come, and two runs would plan from the same ledger and
+       both act. The running one answers; this one is dropped (the caller
+       re-sends after its deadline if need be). */
+    char running[200];
+    snprintf (running, sizeof running, "%s/%s", s->tenant, s->session_id);
+    if (zhashx_lookup (self->settling, running)) {
+        ppm_rpc_call_discard (&s->call);
+        s_settle_free (&s);
+        return;
+    }
+    snprintf (s->running, sizeof s->running, "%s", running);
+    zhashx_insert (self->settling, s->running, (void *)1);
     s->result.charged = s->result.refunded = s->result.released = 0;
     s_tenant_get (self, s->tenant, s_settle_with_tenant, s);
 }
@@ -2252,7 +2480,9 @@ s_on_recreated (const payment_stripe_result_t *res, void *arg)
             payment_stripe_request (self->stripe, "GET", path, NULL, s_key (t, false), NULL,
                                     s_on_listed, f) == 0)
             return;
-    } else if (!payment_stripe_indeterminate (res->err)) {
+    } else if (!payment_stripe_indeterminate (res->err) &&
+               res->err != PAYMENT_STRIPE_RATE_LIMITED && res->err != PAYMENT_STRIPE_CONFLICT) {
+        /* refused for good (429 and 409 only say "not now": next run) */
         payment_change_t ch = PAYMENT_CHANGE_INIT;
         ch.cause = "reconcile: create refused";
         ch.failure_code = payment_stripe_strerror (res->err);
@@ -2262,12 +2492,121 @@ s_on_recreated (const payment_stripe_result_t *res, void *arg)
     s_fetch_end (f);
 }
 
-/* Resolves one row; the tenant's keys are loaded. */
+/* A payment metering refused whose money is not back yet (the first
+   attempt failed, or the process died before it): first ask Stripe
+   whether it already happened — a release or refund may have been done
+   while its answer was lost, or answered 500 after executing, which
+   Stripe replays under the same key — and record it; otherwise release
+   or refund now (s_unwind, same keys). */
+typedef struct {
+    s_self_t *self;
+    char tenant[80];
+    char payment_id[40];
+    s_reconcile_t *r;
+} s_giveback_t;
+
 static void
-s_reconcile_row (s_self_t *self, s_reconcile_t *r, const payment_row_t *row)
+s_giveback_end (void *arg)
+{
+    s_giveback_t *g = (s_giveback_t *)arg;
+    s_reconcile_one_done (g->self, g->r);
+    free (g);
+}
+
+static void
+s_on_giveback_seen (const payment_stripe_result_t *res, void *arg)
+{
+    s_giveback_t *g = (s_giveback_t *)arg;
+    s_self_t *self = g->self;
+    payment_row_t row;
+    bool found = false;
+    char error[200];
+    if (res->err != PAYMENT_STRIPE_OK ||
+        payment_ledger_get (self->pg, g->tenant, g->payment_id, &row, &found) != PPM_PG_OK ||
+        !found) {
+        s_giveback_end (g);
+        return;
+    }
+    if (row.state == PAYMENT_ST_AUTHORIZED) {
+        payment_stripe_pi_t pi;
+        if (payment_stripe_pi_read (res->body, &pi, error, sizeof error) == 0 &&
+            strcmp (pi.status, "canceled") == 0) {
+            payment_row_t after;
+            s_apply_pi (self, g->tenant, g->payment_id, &pi, "metering refused funding: released",
+                        res->request_id, NULL, &after);
+            s_giveback_end (g);
+            return;
+        }
+    } else {
+        size_t i;
+        json_t *item;
+        json_array_foreach (json_object_get (res->body, "data"), i, item)
+        {
+            payment_stripe_object_t refund;
+            if (payment_stripe_object_read (item, &refund, error, sizeof error) == 0 &&
+                strcmp (refund.meta.payment, g->payment_id) == 0 &&
+                refund.amount == row.captured - row.refunded &&
+                (strcmp (refund.status, "succeeded") == 0 ||
+                 strcmp (refund.status, "pending") == 0)) {
+                s_record_unfunded_refund (self, g->tenant, g->payment_id, item, refund.amount,
+                                          res->request_id);
+                s_giveback_end (g);
+                return;
+            }
+        }
+    }
+    if (s_unwind (self, g->tenant, g->payment_id, s_giveback_end, g) != 0)
+        s_giveback_end (g);
+}
+
+static void
+s_giveback (s_self_t *self, s_reconcile_t *r, const payment_row_t *row)
 {
     s_tenant_t *t = s_tenant (self, row->tenant_id);
+    s_giveback_t *g = (s_giveback_t *)zmalloc (sizeof (s_giveback_t));
+    g->self = self;
+    g->r = r;
+    snprintf (g->tenant, sizeof g->tenant, "%s", row->tenant_id);
+    snprintf (g->payment_id, sizeof g->payment_id, "%s", row->payment_id);
+    char path[400];
+    bool authorized = row->state == PAYMENT_ST_AUTHORIZED;
+    if (authorized)
+        snprintf (path, sizeof path, "/v1/payment_intents/%s", row->payment_intent);
+    else
+        snprintf (path, sizeof path, "/v1/refunds?payment_intent=%s&limit=100",
+                  row->payment_intent);
+    if (!t || !self->stripe || !s_id_ok (row->payment_intent) ||
+        payment_stripe_request (self->stripe, "GET", path, NULL, s_key (t, !authorized), NULL,
+                                s_on_giveback_seen, g) != 0)
+        s_giveback_end (g);
+}
+
+/* Resolves one row; the tenant's keys are loaded. */
+static void
+s_reconcile_row (s_self_t *self, s_reconcile_t *r, const payment_row_t *listed)
+{
+    /* The run's list was read when it started; a checkout, a confirm or a
+       webhook may have moved the payment since: act on it as it is now. */
+    payment_row_t fresh;
+    bool found = false;
+    const payment_row_t *row = listed;
+    if (payment_ledger_get (self->pg, listed->tenant_id, listed->payment_id, &fresh, &found) ==
+            PPM_PG_OK &&
+        found)
+        row = &fresh;
     r->checked++;
+    if (row->state == PAYMENT_ST_AUTHORIZED || row->state == PAYMENT_ST_SUCCEEDED ||
+        row->state == PAYMENT_ST_REFUNDED || row->state == PAYMENT_ST_CANCELED) {
+        /* refused by metering (payment_ledger_unreturned): give it back;
+           anything else is settled already */
+        if (row->refused && row->state != PAYMENT_ST_CANCELED &&
+            (row->state == PAYMENT_ST_AUTHORIZED || row->refunded < row->captured)) {
+            r->waiting++;
+            s_giveback (self, r, row);
+        }
+        return;
+    }
+    s_tenant_t *t = s_tenant (self, row->tenant_id);
     r->waiting++;
     s_fetch_t *f = (s_fetch_t *)zmalloc (sizeof (s_fetch_t));
     f->self = self;
@@ -2359,12 +2698,27 @@ s_reconcile_start (s_self_t *self, ppm_rpc_call_t *call, const char *tenant, boo
     r->call = call;
     r->abandon_all = abandon_all;
     int64_t before = ppm_clock_now_ms () - (call ? 0 : self->config.reconcile_age_ms);
-    if (payment_ledger_unresolved (self->pg, tenant, before, &r->rows, &r->count) != PPM_PG_OK) {
+    payment_row_t *unreturned = NULL;
+    size_t n_unreturned = 0;
+    if (payment_ledger_unresolved (self->pg, tenant, before, &r->rows, &r->count) != PPM_PG_OK ||
+        payment_ledger_unreturned (self->pg, tenant, before, &unreturned, &n_unreturned) !=
+            PPM_PG_OK) {
         if (r->call)
             ppm_rpc_call_error (&r->call, PPM_UNAVAILABLE, "ledger unavailable");
+        free (r->rows);
+        free (unreturned);
         free (r);
         return;
     }
+    /* payments still open, then refused ones whose money is not back */
+    if (n_unreturned > 0) {
+        payment_row_t *all = realloc (r->rows, (r->count + n_unreturned) * sizeof *all);
+        assert (all);
+        memcpy (all + r->count, unreturned, n_unreturned * sizeof *all);
+        r->rows = all;
+        r->count += n_unreturned;
+    }
+    free (unreturned);
     self->reconcile_running = true;
     s_reconcile_step (r);
 }
@@ -2715,6 +3069,7 @@ s_self_destroy (s_self_t **self_p)
     ppm_events_pub_destroy (&self->pub);
     zhashx_destroy (&self->tenants);
     zhashx_destroy (&self->outbox_busy);
+    zhashx_destroy (&self->settling);
     ppm_pg_destroy (&self->pg);
     zloop_destroy (&self->loop);
     for (size_t i = 0; i < sizeof self->strings / sizeof self->strings[0]; i++)
@@ -2789,6 +3144,7 @@ s_setup (s_self_t *self)
     self->tenants = zhashx_new ();
     zhashx_set_destructor (self->tenants, s_tenant_free);
     self->outbox_busy = zhashx_new ();
+    self->settling = zhashx_new ();
     struct {
         const char *method;
         ppm_rpc_handler_fn *fn;

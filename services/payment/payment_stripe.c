@@ -55,6 +55,7 @@ struct _s_request_t {
     bool replayed;       /* Idempotent-Replayed: true */
     int should_retry;    /* Stripe-Should-Retry: -1 absent, 0 false, 1 true */
     int attempts;        /* attempts started */
+    bool maybe_done;     /* an earlier attempt may have executed (5xx, no answer) */
     int retry_timer;     /* zloop timer id while waiting to retry, else -1 */
     bool active;         /* added to the multi handle */
     char endpoint[64];   /* path pattern for metrics: "/v1/payment_intents/{id}/confirm" */
@@ -406,6 +407,8 @@ s_finished (s_request_t *req, CURLcode code)
     if (code != CURLE_OK)
         status = 0;
 
+    if (code != CURLE_OK || status >= 500)
+        req->maybe_done = true;
     if (s_should_retry (req, code, status)) {
         int n = req->attempts; /* this is the n-th retry */
         int64_t delay = S_BACKOFF_BASE_MS;
@@ -451,6 +454,10 @@ s_finished (s_request_t *req, CURLcode code)
     payment_stripe_error_t error;
     bool have_error = root && payment_stripe_error_read (root, &error, detail, sizeof detail) == 0;
     payment_stripe_err_t err = s_err_of_status (status, have_error ? &error : NULL);
+    /* A 429 or 409 says this attempt did not run; an earlier one may have
+       (it answered 5xx or nothing): the outcome is not known. */
+    if ((err == PAYMENT_STRIPE_RATE_LIMITED || err == PAYMENT_STRIPE_CONFLICT) && req->maybe_done)
+        err = PAYMENT_STRIPE_UNAVAILABLE;
     if (!have_error) {
         memset (&error, 0, sizeof error);
         snprintf (error.message, sizeof error.message, "HTTP %ld without a Stripe error body",

@@ -28,15 +28,26 @@ static char *s_pg; /* this test's own database */
 static char s_tenant[32];
 
 typedef struct {
-    pid_t pid;     /* the process */
-    char rpc[64];  /* its RPC endpoint */
-    char pub[64];  /* its PUB endpoint */
-    char name[16]; /* replica id */
+    pid_t pid;      /* the process */
+    char rpc[64];   /* its RPC endpoint */
+    char pub[64];   /* its PUB endpoint */
+    char name[16];  /* replica id */
+    char lease[16]; /* PPM_METERING_LEASE */
 } s_proc_t;
 
-/* Processes a failed test may leave running: its replicas would hold
-   leases in the next test's buckets. */
-static s_proc_t *s_live[4];
+/* Replicas running now (0 = free slot): a test that fails half way leaves
+   its replicas up, and they would hold leases in the next test's buckets. */
+static pid_t s_live[8];
+
+static void
+s_live_set (pid_t old, pid_t pid)
+{
+    for (size_t i = 0; i < sizeof s_live / sizeof s_live[0]; i++)
+        if (s_live[i] == old) {
+            s_live[i] = pid;
+            return;
+        }
+}
 
 static void
 s_spawn (s_proc_t *p)
@@ -55,7 +66,7 @@ s_spawn (s_proc_t *p)
         setenv ("PPM_PAYMENT_ENDPOINT", s_payment_ep, 1);
         setenv ("PPM_METERING_REPLICA_ID", p->name, 1);
         setenv ("PPM_METERING_TICK", "20ms", 1);
-        setenv ("PPM_METERING_LEASE", "600ms", 1);
+        setenv ("PPM_METERING_LEASE", p->lease[0] ? p->lease : "600ms", 1);
         setenv ("PPM_METERING_BUCKETS", "64", 1);
         setenv ("PPM_LOG_LEVEL", "warn", 1);
         setenv ("PPM_METRICS_BIND", "127.0.0.1:0", 1);
@@ -63,44 +74,42 @@ s_spawn (s_proc_t *p)
         _exit (127);
     }
     p->pid = pid;
-    for (size_t i = 0; i < sizeof s_live / sizeof s_live[0]; i++)
-        if (!s_live[i] || s_live[i] == p) {
-            s_live[i] = p;
-            break;
-        }
+    s_live_set (0, pid);
+}
+
+/* Ends pid with sig and reaps it. */
+static void
+s_end (pid_t pid, int sig)
+{
+    if (pid <= 0)
+        return;
+    kill (pid, sig);
+    waitpid (pid, NULL, 0);
+    s_live_set (pid, 0);
 }
 
 static void
 s_kill9 (s_proc_t *p)
 {
-    if (p->pid <= 0)
-        return;
-    kill (p->pid, SIGKILL);
-    waitpid (p->pid, NULL, 0);
+    s_end (p->pid, SIGKILL);
     p->pid = 0;
-}
-
-/* After each test, whatever it left running is killed and forgotten. */
-static int
-s_test_teardown (void **state)
-{
-    (void)state;
-    for (size_t i = 0; i < sizeof s_live / sizeof s_live[0]; i++) {
-        if (s_live[i])
-            s_kill9 (s_live[i]);
-        s_live[i] = NULL;
-    }
-    return 0;
 }
 
 static void
 s_stop (s_proc_t *p)
 {
-    if (p->pid <= 0)
-        return;
-    kill (p->pid, SIGTERM);
-    waitpid (p->pid, NULL, 0);
+    s_end (p->pid, SIGTERM);
     p->pid = 0;
+}
+
+/* After each test, whatever it left running is killed. */
+static int
+s_test_teardown (void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof s_live / sizeof s_live[0]; i++)
+        s_end (s_live[i], SIGKILL);
+    return 0;
 }
 
 static void
@@ -109,6 +118,7 @@ s_proc_init (s_proc_t *p, const char *name)
     snprintf (p->rpc, sizeof p->rpc, "tcp://127.0.0.1:%d", tk_free_port ());
     snprintf (p->pub, sizeof p->pub, "tcp://127.0.0.1:%d", tk_free_port ());
     snprintf (p->name, sizeof p->name, "%s", name);
+    p->lease[0] = '\0';
     p->pid = 0;
 }
 
@@ -234,7 +244,7 @@ static void
 test_kill9_mid_1000_sessions (void **state)
 {
     (void)state;
-    static s_proc_t a;
+    s_proc_t a = {0};
     s_proc_init (&a, "A");
     s_spawn (&a);
     ppm_rpc_client_t *client = ppm_rpc_client_new (a.rpc);
@@ -290,8 +300,8 @@ static void
 test_two_replicas_takeover (void **state)
 {
     (void)state;
-    static s_proc_t a;
-    static s_proc_t b;
+    s_proc_t a = {0};
+    s_proc_t b = {0};
     s_proc_init (&a, "A2");
     s_proc_init (&b, "B2");
     s_spawn (&a);
@@ -334,12 +344,165 @@ test_two_replicas_takeover (void **state)
     s_stop (&a);
 }
 
+/* The replica holding every bucket dies with a lease far longer than the
+   sessions' paid time: its sessions fall due and nobody ticks them. Get
+   through the other replica brings each one up to now: expired at its
+   exact deadline, all its time used, the expiry event published once. */
+static void
+test_get_while_owner_dead (void **state)
+{
+    (void)state;
+    /* A Redis database of its own: the earlier tests' replicas still count
+       as live there for three (20 s) leases, which would halve B's share. */
+    char shared[256];
+    snprintf (shared, sizeof shared, "%s", s_redis);
+    tk_redis_url (s_redis, sizeof s_redis, 12);
+    tk_redis (s_redis, "FLUSHDB");
+    s_proc_t a = {0};
+    s_proc_t b = {0};
+    s_proc_init (&a, "A3");
+    s_proc_init (&b, "B3");
+    snprintf (a.lease, sizeof a.lease, "20s");
+    snprintf (b.lease, sizeof b.lease, "20s");
+    s_spawn (&b);
+    ppm_rpc_client_t *cb = ppm_rpc_client_new (b.rpc);
+    s_wait_up (cb);
+    int lb = 0;
+    for (int i = 0; i < 400 && (lb = s_leases_of ("B3")) != 64; i++)
+        zclock_sleep (25);
+    assert_int_equal (lb, 64);
+    s_spawn (&a);
+    ppm_rpc_client_t *ca = ppm_rpc_client_new (a.rpc);
+    s_wait_up (ca);
+    ppm_events_sub_t *sub = ppm_events_sub_new (a.pub);
+    ppm_events_subscribe (sub, "session.expired");
+    static tk_events_t events;
+    events.count = 0;
+    zclock_sleep (100);
+    /* 3..6 paid minutes: 1.8..3.6 s at scale 100 */
+    s_make (cb, 40, "g");
+    s_kill9 (&b);
+    int64_t last = 0;
+    for (size_t i = 0; i < 40; i++)
+        if (s_sess[i].expiry > last)
+            last = s_sess[i].expiry;
+    while (ppm_clock_now_ms () < last + 50 * SCALE)
+        zclock_sleep (20);
+    /* B's leases (20 s) still run: A ticks none of these sessions. */
+    assert_int_equal (s_leases_of ("A3"), 0);
+    for (size_t i = 0; i < 40; i++) {
+        Ppm__V1__SessionReply *r = NULL;
+        assert_null (tk_session (ca, "metering.Get", s_tenant, s_sess[i].sid, NULL, NULL, 0, &r));
+        assert_int_equal (r->session->state, PPM__V1__SESSION_STATE__SESSION_EXPIRED);
+        assert_int_equal (r->session->ended_at_ms, s_sess[i].expiry);
+        assert_int_equal (r->session->used_ms, r->session->funded_ms);
+        protobuf_c_message_free_unpacked (&r->base, NULL);
+    }
+    size_t n = 40;
+    tk_collect (sub, &events, 3000, s_all_expired, &n);
+    for (size_t i = 0; i < 40; i++)
+        assert_int_equal (tk_count (&events, s_sess[i].sid, "session.expired"), 1);
+    ppm_events_sub_destroy (&sub);
+    ppm_rpc_client_destroy (&ca);
+    ppm_rpc_client_destroy (&cb);
+    s_stop (&a);
+    tk_redis (s_redis, "FLUSHDB");
+    snprintf (s_redis, sizeof s_redis, "%s", shared);
+}
+
+/* Redis is emptied (FLUSHALL, or a restart without its data) and this
+   replica's lease cycle, which would rebuild every session, is 7 s away.
+   An awaiting session's payment is credited (a NOT_FOUND here made payment
+   give the money back and the payer never got the session), an active
+   one's heartbeat is accepted with its deadline unchanged, and a finished
+   one still answers End with its result. */
+static void
+test_redis_lost_before_rebuild (void **state)
+{
+    (void)state;
+    char shared[256];
+    snprintf (shared, sizeof shared, "%s", s_redis);
+    tk_redis_url (s_redis, sizeof s_redis, 13);
+    tk_redis (s_redis, "FLUSHDB");
+    s_proc_t a = {0};
+    s_proc_init (&a, "A4");
+    snprintf (a.lease, sizeof a.lease, "20s");
+    s_spawn (&a);
+    ppm_rpc_client_t *client = ppm_rpc_client_new (a.rpc);
+    s_wait_up (client);
+    Ppm__V1__Quote q;
+    tk_quote (&q, true, NULL, 0, 600, 3600);
+    char *waiting = tk_create (client, s_tenant, &q, "u_lost_1");
+    char *running = tk_create (client, s_tenant, &q, "u_lost_2");
+    char *over = tk_create (client, s_tenant, &q, "u_lost_3");
+    assert_non_null (waiting);
+    assert_non_null (running);
+    assert_non_null (over);
+    Ppm__V1__FundReply *fr = NULL;
+    assert_null (tk_fund (client, s_tenant, running, "pay_lost_2", 30, &fr));
+    int64_t deadline = fr->session->expires_at_ms;
+    protobuf_c_message_free_unpacked (&fr->base, NULL);
+    assert_null (tk_fund (client, s_tenant, over, "pay_lost_3", 30, NULL));
+    Ppm__V1__EndRequest end = PPM__V1__END_REQUEST__INIT;
+    end.session_id = over;
+    end.by = "payer";
+    end.actor = "u_lost_3";
+    Ppm__V1__EndReply *er = NULL;
+    assert_null (tk_call (client, "metering.End", s_tenant, &end.base,
+                          &ppm__v1__end_reply__descriptor, (ProtobufCMessage **)&er));
+    int64_t used = er->used_ms;
+    protobuf_c_message_free_unpacked (&er->base, NULL);
+    zclock_sleep (300); /* finalized; the lease cycle at start has run, the next is 7 s away */
+    tk_redis (s_redis, "FLUSHDB");
+    fr = NULL;
+    ppm_status_t *st = tk_fund (client, s_tenant, waiting, "pay_lost_1", 10, &fr);
+    if (st)
+        fail_msg ("Fund after Redis lost the session: %s %s", ppm_code_name (ppm_status_code (st)),
+                  ppm_status_message (st));
+    assert_int_equal (fr->session->state, PPM__V1__SESSION_STATE__SESSION_ACTIVE);
+    assert_int_equal (fr->session->funded_ms, 10 * 60000);
+    protobuf_c_message_free_unpacked (&fr->base, NULL);
+    Ppm__V1__SessionReply *r = NULL;
+    st = tk_session (client, "metering.Heartbeat", s_tenant, running, "payer", "u_lost_2", 0, &r);
+    if (st)
+        fail_msg ("Heartbeat after Redis lost the session: %s %s",
+                  ppm_code_name (ppm_status_code (st)), ppm_status_message (st));
+    assert_int_equal (r->session->state, PPM__V1__SESSION_STATE__SESSION_ACTIVE);
+    assert_int_equal (r->session->expires_at_ms, deadline);
+    protobuf_c_message_free_unpacked (&r->base, NULL);
+    /* Over for good and gone from Redis: End answers its record, already
+       ended (not "not found"), and a heartbeat is refused as ended. */
+    er = NULL;
+    st = tk_call (client, "metering.End", s_tenant, &end.base, &ppm__v1__end_reply__descriptor,
+                  (ProtobufCMessage **)&er);
+    if (st)
+        fail_msg ("End of a finished session after Redis lost it: %s %s",
+                  ppm_code_name (ppm_status_code (st)), ppm_status_message (st));
+    assert_true (er->already_ended);
+    assert_int_equal (er->used_ms, used);
+    assert_int_equal (er->session->state, PPM__V1__SESSION_STATE__SESSION_ENDED);
+    protobuf_c_message_free_unpacked (&er->base, NULL);
+    st = tk_session (client, "metering.Heartbeat", s_tenant, over, "payer", "u_lost_3", 0, NULL);
+    assert_non_null (st);
+    assert_int_equal (ppm_status_code (st), PPM_FAILED_PRECONDITION);
+    ppm_status_destroy (&st);
+    free (waiting);
+    free (running);
+    free (over);
+    ppm_rpc_client_destroy (&client);
+    s_stop (&a);
+    tk_redis (s_redis, "FLUSHDB");
+    snprintf (s_redis, sizeof s_redis, "%s", shared);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown (test_kill9_mid_1000_sessions, s_test_teardown),
         cmocka_unit_test_teardown (test_two_replicas_takeover, s_test_teardown),
+        cmocka_unit_test_teardown (test_get_while_owner_dead, s_test_teardown),
+        cmocka_unit_test_teardown (test_redis_lost_before_rebuild, s_test_teardown),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }

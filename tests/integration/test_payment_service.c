@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <curl/curl.h>
 #include <czmq.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -698,6 +699,86 @@ test_cancel_when_nothing_used (void **state)
     free (pid);
 }
 
+/* Stripe executes a capture, a release or a refund and answers 500 (the
+   indeterminate outcome), and replays that 500 under the operation's key
+   for as long as it keeps it. The settlement asks Stripe what became of
+   the intent or its refunds instead of failing until reconciliation never
+   comes (it used to: the payment stayed authorized, the settlement was
+   re-sent every minute and the hold never captured in the ledger). */
+static void
+s_fail_next_after (const char *path)
+{
+    char rule[300];
+    snprintf (rule, sizeof rule,
+              "{\"path\": \"%s\", \"method\": \"POST\", \"mode\": \"error_after\", "
+              "\"count\": 1}",
+              path);
+    assert_int_equal (
+        ppm_test_emulator_control (s_fix.emu, "POST", "/_emulator/faults", rule, NULL), 200);
+}
+
+static const char *
+s_pi_of (const char *payment_id, char *out, size_t size)
+{
+    json_t *pi = NULL;
+    assert_int_equal (s_emu_pi_count (payment_id, &pi), 1);
+    snprintf (out, size, "%s", json_string_value (json_object_get (pi, "id")));
+    json_decref (pi);
+    return out;
+}
+
+static void
+test_settle_after_indeterminate_500 (void **state)
+{
+    (void)state;
+    char pi[80];
+    char path[200];
+    ppm_status_t *st = NULL;
+    /* capture: 3 of 10 minutes used */
+    s_add_session ("s_cap500", PAYER, 100, "USD", "authorize", false);
+    char *held = s_paid_checkout ("s_cap500", 10, PPM__V1__PAYMENT_STATE__PAYMENT_AUTHORIZED);
+    snprintf (path, sizeof path, "/v1/payment_intents/%s/capture", s_pi_of (held, pi, sizeof pi));
+    s_fail_next_after (path);
+    Ppm__V1__SettleReply *sr = s_settle ("s_cap500", 180000, &st);
+    if (st)
+        fail_msg ("settle after a capture answered 500: %s", ppm_status_message (st));
+    assert_int_equal (sr->charged, 300);
+    protobuf_c_message_free_unpacked (&sr->base, NULL);
+    Ppm__V1__Payment *p = s_get (held);
+    assert_int_equal (p->state, PPM__V1__PAYMENT_STATE__PAYMENT_SUCCEEDED);
+    assert_int_equal (p->captured, 300);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    /* release: nothing used */
+    s_add_session ("s_rel500", PAYER, 100, "USD", "authorize", false);
+    char *released = s_paid_checkout ("s_rel500", 10, PPM__V1__PAYMENT_STATE__PAYMENT_AUTHORIZED);
+    snprintf (path, sizeof path, "/v1/payment_intents/%s/cancel",
+              s_pi_of (released, pi, sizeof pi));
+    s_fail_next_after (path);
+    sr = s_settle ("s_rel500", 0, &st);
+    if (st)
+        fail_msg ("settle after a release answered 500: %s", ppm_status_message (st));
+    protobuf_c_message_free_unpacked (&sr->base, NULL);
+    p = s_get (released);
+    assert_int_equal (p->state, PPM__V1__PAYMENT_STATE__PAYMENT_CANCELED);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    /* refund of unused minutes: 2 of 10 used */
+    s_add_session ("s_ref500", PAYER, 100, "USD", "prepaid", true);
+    char *paid = s_paid_checkout ("s_ref500", 10, PPM__V1__PAYMENT_STATE__PAYMENT_SUCCEEDED);
+    s_fail_next_after ("/v1/refunds");
+    sr = s_settle ("s_ref500", 120000, &st);
+    if (st)
+        fail_msg ("settle after a refund answered 500: %s", ppm_status_message (st));
+    assert_int_equal (sr->refunded, 800);
+    protobuf_c_message_free_unpacked (&sr->base, NULL);
+    p = s_get (paid);
+    assert_int_equal (p->state, PPM__V1__PAYMENT_STATE__PAYMENT_REFUNDED);
+    assert_int_equal (p->refunded, 800);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    free (held);
+    free (released);
+    free (paid);
+}
+
 static void
 test_prepaid_partial_refund_and_totals (void **state)
 {
@@ -906,6 +987,286 @@ test_unfundable_payment_is_refunded (void **state)
     s_emu_pi_count (pid, &pi);
     assert_string_equal (json_string_value (json_object_get (pi, "status")), "succeeded");
     json_decref (pi);
+}
+
+/* Metering refuses the payment (the session ended first) and Stripe
+   answers 500 after doing the refund, or the release of the hold: the
+   first attempt to give the money back fails (Stripe replays the 500 under
+   its key). Reconciliation finds the payment, sees at Stripe that the
+   money is back, and records it (it was left succeeded or authorized in
+   the ledger for good before). */
+static void
+s_refused_then (const char *session, const char *mode, const char *fault_path_fmt, int expect_state)
+{
+    s_add_session (session, PAYER, 100, "USD", mode, false);
+    pthread_mutex_lock (&s_peers.lock);
+    s_peers.sessions[s_peers.session_count - 1].refuse_fund = true;
+    pthread_mutex_unlock (&s_peers.lock);
+    ppm_status_t *st = NULL;
+    Ppm__V1__CheckoutReply *co = s_checkout (session, PAYER, 6, true, &st);
+    assert_null (st);
+    char pid[40];
+    snprintf (pid, sizeof pid, "%s", co->payment_id);
+    protobuf_c_message_free_unpacked (&co->base, NULL);
+    char pi[80];
+    char path[200];
+    snprintf (path, sizeof path, fault_path_fmt, s_pi_of (pid, pi, sizeof pi));
+    s_fail_next_after (path);
+    Ppm__V1__ConfirmReply *cr = s_confirm (pid, "pm_card_visa", &st);
+    assert_null (st);
+    protobuf_c_message_free_unpacked (&cr->base, NULL);
+    /* the give-back has been tried and failed */
+    zclock_sleep (1500);
+    Ppm__V1__Payment *p = s_get (pid);
+    assert_int_not_equal (p->state, expect_state);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    Ppm__V1__ReconcileReply *rr = s_reconcile ();
+    protobuf_c_message_free_unpacked (&rr->base, NULL);
+    p = s_get (pid);
+    assert_int_equal (p->state, expect_state);
+    if (expect_state == PPM__V1__PAYMENT_STATE__PAYMENT_REFUNDED)
+        assert_int_equal (p->refunded, p->captured);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    assert_int_equal (s_fund_count (pid), 0);
+}
+
+static void
+test_refused_payment_given_back_after_500 (void **state)
+{
+    (void)state;
+    s_refused_then ("s_gone500", "prepaid", "/v1/refunds%.0s",
+                    PPM__V1__PAYMENT_STATE__PAYMENT_REFUNDED);
+    s_refused_then ("s_gone500a", "authorize", "/v1/payment_intents/%s/cancel",
+                    PPM__V1__PAYMENT_STATE__PAYMENT_CANCELED);
+}
+
+/* A settlement that stopped halfway is planned again from what it
+   already did: authorize, 12 of 15 held minutes used; the first run
+   captures 1000 from the first payment, Stripe fails the second capture
+   before executing it; the next run captures the 200 left (it captured
+   the whole 500 again before: 1500 charged for 1200 used). */
+static void
+test_settle_resumes_where_it_stopped (void **state)
+{
+    (void)state;
+    s_add_session ("s_half", PAYER, 100, "USD", "authorize", false);
+    char *a = s_paid_checkout ("s_half", 10, PPM__V1__PAYMENT_STATE__PAYMENT_AUTHORIZED);
+    char *b = s_paid_checkout ("s_half", 5, PPM__V1__PAYMENT_STATE__PAYMENT_AUTHORIZED);
+    char pi[80];
+    char rule[300];
+    snprintf (rule, sizeof rule,
+              "{\"path\": \"/v1/payment_intents/%s/capture\", \"mode\": \"error_before\", "
+              "\"status\": 500, \"count\": 10}",
+              s_pi_of (b, pi, sizeof pi));
+    assert_int_equal (
+        ppm_test_emulator_control (s_fix.emu, "POST", "/_emulator/faults", rule, NULL), 200);
+    ppm_status_t *st = NULL;
+    Ppm__V1__SettleReply *sr = s_settle ("s_half", 720000, &st);
+    assert_non_null (st); /* incomplete: sent again */
+    ppm_status_destroy (&st);
+    assert_int_equal (
+        ppm_test_emulator_control (s_fix.emu, "DELETE", "/_emulator/faults", NULL, NULL), 200);
+    sr = s_settle ("s_half", 720000, &st);
+    if (st)
+        fail_msg ("second settlement run: %s", ppm_status_message (st));
+    assert_int_equal (sr->charged, 1200);
+    protobuf_c_message_free_unpacked (&sr->base, NULL);
+    Ppm__V1__Payment *p = s_get (a);
+    assert_int_equal (p->captured, 1000);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    p = s_get (b);
+    assert_int_equal (p->captured, 200);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    json_t *intent = NULL;
+    s_emu_pi_count (b, &intent);
+    assert_int_equal (json_integer_value (json_object_get (intent, "amount_received")), 200);
+    json_decref (intent);
+    free (a);
+    free (b);
+}
+
+/* A top-up metering refused (the session ended first) takes no part in the
+   settlement, even before its own money is back: prepaid with refunds of
+   unused minutes, 10 minutes credited, 3 used, a refused top-up of 5 whose
+   refund Stripe has not done yet. 700 come back from the credited payment
+   (1200 before: the refused minutes counted as paid, the payer got used
+   time back). */
+static void
+test_settle_leaves_refused_payments_out (void **state)
+{
+    (void)state;
+    s_add_session ("s_late", PAYER, 100, "USD", "prepaid", true);
+    char *a = s_paid_checkout ("s_late", 10, PPM__V1__PAYMENT_STATE__PAYMENT_SUCCEEDED);
+    pthread_mutex_lock (&s_peers.lock);
+    s_peers.sessions[s_peers.session_count - 1].refuse_fund = true;
+    pthread_mutex_unlock (&s_peers.lock);
+    assert_int_equal (ppm_test_emulator_control (s_fix.emu, "POST", "/_emulator/faults",
+                                                 "{\"path\": \"/v1/refunds\", \"mode\": "
+                                                 "\"error_before\", \"count\": 10}",
+                                                 NULL),
+                      200);
+    ppm_status_t *st = NULL;
+    Ppm__V1__CheckoutReply *co = s_checkout ("s_late", PAYER, 5, true, &st);
+    assert_null (st);
+    char b[40];
+    snprintf (b, sizeof b, "%s", co->payment_id);
+    protobuf_c_message_free_unpacked (&co->base, NULL);
+    Ppm__V1__ConfirmReply *cr = s_confirm (b, "pm_card_visa", &st);
+    assert_null (st);
+    protobuf_c_message_free_unpacked (&cr->base, NULL);
+    zclock_sleep (1500); /* refused; its refund failed */
+    assert_int_equal (
+        ppm_test_emulator_control (s_fix.emu, "DELETE", "/_emulator/faults", NULL, NULL), 200);
+    Ppm__V1__SettleReply *sr = s_settle ("s_late", 180000, &st);
+    if (st)
+        fail_msg ("settlement: %s", ppm_status_message (st));
+    assert_int_equal (sr->refunded, 700);
+    assert_int_equal (sr->charged, 300);
+    protobuf_c_message_free_unpacked (&sr->base, NULL);
+    Ppm__V1__Payment *p = s_get (a);
+    assert_int_equal (p->refunded, 700);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    /* and the refused one's money comes back whole by reconciliation */
+    Ppm__V1__ReconcileReply *rr = s_reconcile ();
+    protobuf_c_message_free_unpacked (&rr->base, NULL);
+    p = s_get (b);
+    assert_int_equal (p->state, PPM__V1__PAYMENT_STATE__PAYMENT_REFUNDED);
+    assert_int_equal (p->refunded, p->captured);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    free (a);
+}
+
+static size_t
+s_discard (char *data, size_t size, size_t n, void *arg)
+{
+    (void)data;
+    (void)arg;
+    return size * n;
+}
+
+/* POSTs a form to the emulator's Stripe API with the tenant's key, as
+   someone other than the payment service would. Returns the HTTP status. */
+static long
+s_stripe_post (const char *path, const char *form)
+{
+    char url[512];
+    snprintf (url, sizeof url, "%s%s", ppm_test_emulator_url (s_fix.emu), path);
+    CURL *curl = curl_easy_init ();
+    struct curl_slist *headers = curl_slist_append (NULL, "Authorization: Bearer " KEY);
+    curl_easy_setopt (curl, CURLOPT_URL, url);
+    curl_easy_setopt (curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt (curl, CURLOPT_POSTFIELDS, form);
+    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, s_discard);
+    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt (curl, CURLOPT_NOSIGNAL, 1L);
+    long status = 0;
+    if (curl_easy_perform (curl) == CURLE_OK)
+        curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all (headers);
+    curl_easy_cleanup (curl);
+    return status;
+}
+
+/* Stripe confirms (and executes) the payer's card, answers 500, and the
+   client's retry of the same request is rate limited (429, which says only
+   that this retry did not run). The payer is told the payment went
+   through, because it did (the 429 was taken for the outcome before: the
+   payer got 429, the ledger kept the payment pending). */
+static void
+test_confirm_500_then_429_is_resolved (void **state)
+{
+    (void)state;
+    s_add_session ("s_c500", PAYER, 100, "USD", "prepaid", false);
+    ppm_status_t *st = NULL;
+    Ppm__V1__CheckoutReply *co = s_checkout ("s_c500", PAYER, 5, true, &st);
+    assert_null (st);
+    char pid[40];
+    snprintf (pid, sizeof pid, "%s", co->payment_id);
+    protobuf_c_message_free_unpacked (&co->base, NULL);
+    char pi[80];
+    char rule[300];
+    s_pi_of (pid, pi, sizeof pi);
+    snprintf (rule, sizeof rule,
+              "{\"path\": \"/v1/payment_intents/%s/confirm\", \"mode\": \"error_after\", "
+              "\"count\": 1}",
+              pi);
+    assert_int_equal (
+        ppm_test_emulator_control (s_fix.emu, "POST", "/_emulator/faults", rule, NULL), 200);
+    snprintf (rule, sizeof rule,
+              "{\"path\": \"/v1/payment_intents/%s/confirm\", \"mode\": \"rate_limit\", "
+              "\"count\": 5}",
+              pi);
+    assert_int_equal (
+        ppm_test_emulator_control (s_fix.emu, "POST", "/_emulator/faults", rule, NULL), 200);
+    Ppm__V1__ConfirmReply *cr = s_confirm (pid, "pm_card_visa", &st);
+    if (st)
+        fail_msg ("confirm: %s %s", ppm_code_name (ppm_status_code (st)), ppm_status_message (st));
+    assert_int_equal (cr->state, PPM__V1__PAYMENT_STATE__PAYMENT_SUCCEEDED);
+    protobuf_c_message_free_unpacked (&cr->base, NULL);
+    assert_int_equal (
+        ppm_test_emulator_control (s_fix.emu, "DELETE", "/_emulator/faults", NULL, NULL), 200);
+    assert_true (ppm_test_wait_until (s_funded_once, pid, 5000));
+}
+
+/* A declined card leaves the payment failed; a later confirmation of its
+   intent went through at Stripe while nobody heard of it (its answer and
+   its webhook lost). Reconciliation looks at failed payments too, finds
+   the intent paid and credits it (failed payments were never looked at). */
+static void
+test_failed_payment_paid_later_is_reconciled (void **state)
+{
+    (void)state;
+    s_add_session ("s_fail_paid", PAYER, 100, "USD", "prepaid", false);
+    ppm_status_t *st = NULL;
+    Ppm__V1__CheckoutReply *co = s_checkout ("s_fail_paid", PAYER, 5, true, &st);
+    assert_null (st);
+    char pid[40];
+    snprintf (pid, sizeof pid, "%s", co->payment_id);
+    protobuf_c_message_free_unpacked (&co->base, NULL);
+    Ppm__V1__ConfirmReply *cr = s_confirm (pid, "pm_card_chargeDeclined", &st);
+    assert_non_null (st);
+    ppm_status_destroy (&st);
+    Ppm__V1__Payment *p = s_get (pid);
+    assert_int_equal (p->state, PPM__V1__PAYMENT_STATE__PAYMENT_FAILED);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    (void)cr;
+    char pi[80];
+    char path[200];
+    snprintf (path, sizeof path, "/v1/payment_intents/%s/confirm", s_pi_of (pid, pi, sizeof pi));
+    assert_int_equal (s_stripe_post (path, "payment_method=pm_card_visa"), 200);
+    Ppm__V1__ReconcileReply *rr = s_reconcile ();
+    protobuf_c_message_free_unpacked (&rr->base, NULL);
+    p = s_get (pid);
+    assert_int_equal (p->state, PPM__V1__PAYMENT_STATE__PAYMENT_SUCCEEDED);
+    assert_int_equal (p->captured, 500);
+    protobuf_c_message_free_unpacked (&p->base, NULL);
+    assert_true (ppm_test_wait_until (s_funded_once, pid, 5000));
+}
+
+/* Stripe creates a payer's customer and answers 500, and stores that 500
+   under the customer's key: every later checkout of this payer replayed
+   it (UNAVAILABLE) for as long as Stripe keeps keys. The customer is
+   created under the payment's own key instead, and the payer pays. */
+static void
+test_customer_500_does_not_block_the_payer (void **state)
+{
+    (void)state;
+    s_add_session ("s_cus500", "u_cus500", 100, "USD", "prepaid", false);
+    assert_int_equal (ppm_test_emulator_control (s_fix.emu, "POST", "/_emulator/faults",
+                                                 "{\"path\": \"/v1/customers\", \"method\": "
+                                                 "\"POST\", \"mode\": \"error_after\", "
+                                                 "\"count\": 1}",
+                                                 NULL),
+                      200);
+    for (int i = 0; i < 2; i++) {
+        ppm_status_t *st = NULL;
+        Ppm__V1__CheckoutReply *co = s_checkout ("s_cus500", "u_cus500", 2, true, &st);
+        if (st)
+            fail_msg ("checkout %d: %s %s", i, ppm_code_name (ppm_status_code (st)),
+                      ppm_status_message (st));
+        assert_non_null (co->client_secret);
+        protobuf_c_message_free_unpacked (&co->base, NULL);
+    }
 }
 
 static int64_t
@@ -1174,6 +1535,13 @@ main (void)
         cmocka_unit_test (test_bad_input_changes_nothing),
         cmocka_unit_test (test_chaos_one_intent_per_checkout),
         cmocka_unit_test (test_crash_between_stripe_and_ledger),
+        cmocka_unit_test (test_settle_after_indeterminate_500),
+        cmocka_unit_test (test_refused_payment_given_back_after_500),
+        cmocka_unit_test (test_settle_resumes_where_it_stopped),
+        cmocka_unit_test (test_settle_leaves_refused_payments_out),
+        cmocka_unit_test (test_confirm_500_then_429_is_resolved),
+        cmocka_unit_test (test_failed_payment_paid_later_is_reconciled),
+        cmocka_unit_test (test_customer_500_does_not_block_the_payer),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }

@@ -116,6 +116,7 @@ test_help_everywhere (void **state)
                               "user-token --help",
                               "user-token-secret --help",
                               "audit --help",
+                              "payments --help",
                               NULL};
     char out[8192];
     for (size_t i = 0; commands[i]; i++) {
@@ -123,6 +124,7 @@ test_help_everywhere (void **state)
         assert_non_null (strstr (out, "ppmctl"));
     }
     assert_int_equal (s_ppmctl ("frobnicate", NULL, 0, NULL, 0), 2);
+    assert_int_equal (s_ppmctl ("payments frobnicate", NULL, 0, NULL, 0), 2);
     assert_int_equal (s_ppmctl ("", NULL, 0, NULL, 0), 2);
 }
 

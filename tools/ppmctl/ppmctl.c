@@ -23,6 +23,7 @@
       sessions rebuild [--tenant T]        (PPM_METERING_ENDPOINT)
       sessions list --tenant T [--state S] [--limit N] [--cursor C]
       sessions get --tenant T SESSION_ID
+      payments reconcile [--tenant T]      (PPM_PAYMENT_ENDPOINT)
       curve-keygen                         a CURVE key pair (Z85), for PPM_CURVE_* keys
       trace TRACE_ID [--logs DIR]          a request's path across the services' JSON logs
 
@@ -42,6 +43,7 @@
 #include "ppm_rpc.h"
 #include "proto/config.pb-c.h"
 #include "proto/metering.pb-c.h"
+#include "proto/payment.pb-c.h"
 #include "proto/rate.pb-c.h"
 #include "services/config/config_settings.h"
 
@@ -831,6 +833,46 @@ s_cmd_sessions (const s_cli_t *cli)
     return rc;
 }
 
+static const char *s_help_payments =
+    "ppmctl payments reconcile [--tenant T]\n"
+    "    runs payment's reconciliation now (all tenants without --tenant): every\n"
+    "    payment not in a final state is fetched from Stripe and applied, and the\n"
+    "    unpaid ones are abandoned (canceled at Stripe); prints checked/resolved.\n"
+    "    At most 500 payments per run: run it again while checked is 500\n"
+    "environment: PPM_PAYMENT_ENDPOINT (default tcp://127.0.0.1:7121)\n";
+
+static int
+s_cmd_payments (const s_cli_t *cli)
+{
+    if (cli->help || !cli->sub) {
+        fputs (s_help_payments, cli->help ? stdout : stderr);
+        return cli->help ? 0 : 2;
+    }
+    if (!streq (cli->sub, "reconcile"))
+        return s_usage_error ("%s", "payments reconcile: see ppmctl payments --help");
+    ppm_rpc_client_t *client = s_client ("PPM_PAYMENT_ENDPOINT", "tcp://127.0.0.1:7121");
+    if (!client)
+        return 2;
+    const char *tenant = s_need_tenant (cli);
+    Ppm__V1__ReconcileRequest msg = PPM__V1__RECONCILE_REQUEST__INIT;
+    msg.tenant_id = (char *)(tenant ? tenant : "");
+    /* Reconciliation waits on Stripe for every open payment: allow minutes. */
+    ppm_rpc_req_t req = {.method = "payment.Reconcile",
+                         .tenant = tenant,
+                         .timeout_ms = cli->timeout_ms > 5000 ? cli->timeout_ms : 300000};
+    ProtobufCMessage *reply = NULL;
+    ppm_status_t *status = ppm_rpc_client_call_sync (client, &req, &msg.base,
+                                                     &ppm__v1__reconcile_reply__descriptor, &reply);
+    ppm_rpc_client_destroy (&client);
+    if (status)
+        return s_report (cli, status);
+    if (reply) {
+        s_output (cli, reply);
+        protobuf_c_message_free_unpacked (reply, NULL);
+    }
+    return 0;
+}
+
 static const char *s_help_curve_keygen =
     "ppmctl curve-keygen\n"
     "    prints a fresh CURVE key pair in Z85, as two lines:\n"
@@ -999,6 +1041,7 @@ static const char *s_help_main =
     "  user-token-secret show|rotate    the secret user tokens are signed with\n"
     "  audit                            a tenant's audit log\n"
     "  sessions rebuild|list|get        metering sessions (rebuild Redis from PostgreSQL)\n"
+    "  payments reconcile               reconcile open payments with Stripe now\n"
     "  curve-keygen                     a CURVE key pair (Z85)\n"
     "  trace TRACE_ID [--logs DIR]      a request's path across the services' logs\n\n"
     "environment: PPM_CONFIG_ENDPOINT (default tcp://127.0.0.1:7101),\n"
@@ -1035,7 +1078,8 @@ main (int argc, char **argv)
             cli.cmd = arg;
         else if (!cli.sub && (streq (cli.cmd, "tenant") || streq (cli.cmd, "admin-key") ||
                               streq (cli.cmd, "settings") || streq (cli.cmd, "rates") ||
-                              streq (cli.cmd, "sessions") || streq (cli.cmd, "user-token-secret")))
+                              streq (cli.cmd, "sessions") || streq (cli.cmd, "user-token-secret") ||
+                              streq (cli.cmd, "payments")))
             cli.sub = arg;
         else if (cli.nargs < S_MAX_OPTS)
             cli.args[cli.nargs++] = arg;
@@ -1083,6 +1127,8 @@ main (int argc, char **argv)
         return s_cmd_audit (&cli);
     if (streq (cli.cmd, "sessions"))
         return s_cmd_sessions (&cli);
+    if (streq (cli.cmd, "payments"))
+        return s_cmd_payments (&cli);
     if (streq (cli.cmd, "help")) {
         fputs (s_help_main, stdout);
         return 0;
