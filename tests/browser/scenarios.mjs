@@ -239,7 +239,9 @@ if (process.env.PPM_BROWSER_DEMO !== '1') {
     expect(await userStatus(hs256(secret, 'u_rotation')) === 200, 'a token signed with the new secret works');
     await dialog.getByRole('button', { name: 'Done' }).click();
     await dialog.waitFor({ state: 'hidden' });
-    expect(await page.locator('#rotate-secret').inputValue() === '', 'the page forgets the secret once the dialog is closed');
+    const forgotten = await page.waitForFunction(() => document.getElementById('rotate-secret').value === '',
+      null, { timeout: 2000 }).then(() => true, () => false);
+    expect(forgotten, 'the page forgets the secret once the dialog is closed');
     expect(await mask.textContent() === '…' + secret.slice(-4) && oldMask !== '…' + secret.slice(-4), 'the new mask');
     // after a reload only the mask is there; the audit log has the rotation, masked
     await page.reload();

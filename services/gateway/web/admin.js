@@ -359,7 +359,11 @@
       $('rotate-copied').textContent = 'Selected: press Ctrl+C (⌘C) to copy.';
     }
   });
-  $('rotate-done').addEventListener('click', () => rotateDialog.close());
+  /* forgotten at once, not only when the dialog's close event comes */
+  $('rotate-done').addEventListener('click', () => {
+    forgetNewSecret();
+    rotateDialog.close();
+  });
 
   /* ---- start ---- */
   async function open() {
