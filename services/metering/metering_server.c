@@ -41,6 +41,9 @@
 #define S_SETTLE_MAX  64   /* settlements read from PostgreSQL at a time */
 #define S_SETTLE_FLY  256  /* payment.Settle calls in flight at most */
 #define S_RETRY_MS    1000 /* ppm ms before a failed journal/finalize is retried */
+#define S_FINAL_RETRY 5000 /* ppm ms before a session waiting to be finalized is re-ticked */
+#define S_FINALS_KEEP (16 * S_CHUNK) /* sessions waiting to be finalized kept across ticks */
+#define S_FINALS_WAIT 10 /* ticks the finals may wait for time before one chunk goes anyway */
 
 typedef struct {
     char sid[METERING_SID_LEN + 1]; /* session */
@@ -95,8 +98,9 @@ typedef struct {
     s_pending_t *journal;             /* this tick's snapshots for PostgreSQL */
     size_t journal_count;             /* used */
     size_t journal_size;              /* allocated */
-    s_pending_t *finals;              /* this tick's sessions to finalize */
+    s_pending_t *finals;              /* sessions to finalize, carried across ticks */
     size_t finals_count;              /* used */
+    unsigned finals_waited;           /* ticks in a row that finalized nothing */
     size_t finals_size;               /* allocated */
 } self_t;
 
@@ -313,15 +317,13 @@ s_tick_chunk (self_t *self, s_due_t *due, size_t n, int64_t now)
                     due[i].bucket, next[i]);
         }
         if (res[i].flags & METERING_R_FINALIZE) {
-            /* Never in the tick that made the transition (its journal
-               write comes first); then in batches. */
-            if (res[i].nevents > 0)
-                next[i] = now;
-            else {
-                next[i] = retry;
-                s_push (&self->finals, &self->finals_count, &self->finals_size, &res[i].snap,
-                        due[i].bucket, next[i]);
-            }
+            /* Phase 3 finalizes it after phase 2 journaled it (this tick
+               or later); the entry only guards against a crash before
+               that, far enough ahead that a busy tick does not run the
+               session again. */
+            next[i] = now + S_FINAL_RETRY;
+            s_push (&self->finals, &self->finals_count, &self->finals_size, &res[i].snap,
+                    due[i].bucket, next[i]);
         }
     }
     size_t start = 0;
@@ -338,10 +340,13 @@ s_tick_chunk (self_t *self, s_due_t *due, size_t n, int64_t now)
     }
 }
 
-/* Phase 2: snapshots to PostgreSQL in batches, then marked journaled. */
-static void
+/* Phase 2: snapshots to PostgreSQL in batches, then marked journaled.
+   Returns 0, or -1 when a batch could not be written (its entries, at
+   most S_RETRY_MS ahead, bring the sessions back). */
+static int
 s_tick_journal (self_t *self, int64_t now)
 {
+    int rc = 0;
     for (size_t at = 0; at < self->journal_count; at += S_CHUNK) {
         size_t n = self->journal_count - at < S_CHUNK ? self->journal_count - at : S_CHUNK;
         const metering_snap_t *snaps[S_CHUNK];
@@ -355,11 +360,13 @@ s_tick_journal (self_t *self, int64_t now)
             snprintf (seqbuf[i], sizeof seqbuf[i], "%llu", (unsigned long long)p->snap.seq);
             seqs[i] = seqbuf[i];
         }
-        /* On failure the entries (at most S_RETRY_MS ahead) bring them back. */
         if (metering_db_save (self->pg, n, snaps, now) == 0)
             metering_store_op_many (self->store, n, sids, "jmark", now, seqs, self->marks);
+        else
+            rc = -1;
     }
     self->journal_count = 0;
+    return rc;
 }
 
 static int
@@ -371,15 +378,24 @@ s_by_pending_bucket (const void *a, const void *b)
 }
 
 /* Phase 3: sessions over for good get their settlement rows in batches,
-   within half a tick of time; the rest wait for the next tick. */
+   within half a tick of time (transitions come first); what does not fit
+   waits in memory for the next ticks (up to S_FINALS_KEEP; the rest, and
+   everything after a crash, comes back through its entry S_FINAL_RETRY
+   later). After S_FINALS_WAIT ticks without time for it, one batch goes
+   anyway, so a steady overload cannot hold settlements back for ever.
+   Finalizing a session twice is harmless (ON CONFLICT DO NOTHING, and
+   the script's fin op is idempotent). */
 static void
 s_tick_finalize (self_t *self, int64_t now)
 {
     if (self->finals_count > 1) /* finals is NULL until first used: qsort (NULL, 0) is UB */
         qsort (self->finals, self->finals_count, sizeof *self->finals, s_by_pending_bucket);
-    for (size_t at = 0; at < self->finals_count; at += S_CHUNK) {
-        if (zclock_mono () > self->finalize_until)
+    size_t at = 0;
+    bool forced = self->finals_waited >= S_FINALS_WAIT;
+    while (at < self->finals_count) {
+        if (zclock_mono () > self->finalize_until && !forced)
             break;
+        forced = false;
         size_t n = self->finals_count - at < S_CHUNK ? self->finals_count - at : S_CHUNK;
         const metering_snap_t *snaps[S_CHUNK];
         const char *sids[S_CHUNK];
@@ -391,8 +407,10 @@ s_tick_finalize (self_t *self, int64_t now)
             sids[i] = self->finals[at + i].snap.session_id;
             rets[i] = ret;
         }
-        if (metering_db_finalize_many (self->pg, n, snaps, now, ppm_clock_real_ms ()))
+        if (metering_db_finalize_many (self->pg, n, snaps, now, ppm_clock_real_ms ())) {
+            at = self->finals_count; /* PostgreSQL is down: the entries retry */
             break;
+        }
         metering_store_op_many (self->store, n, sids, "fin", now, rets, self->marks);
         size_t start = 0;
         while (start < n) {
@@ -409,8 +427,15 @@ s_tick_finalize (self_t *self, int64_t now)
             metering_store_rearm (self->store, bucket, end - start, sids + start, olds, gone);
             start = end;
         }
+        at += n;
     }
-    self->finals_count = 0;
+    self->finals_waited = at > 0 || self->finals_count == 0 ? 0 : self->finals_waited + 1;
+    size_t left = self->finals_count - at;
+    if (left > S_FINALS_KEEP)
+        left = S_FINALS_KEEP;
+    if (left > 0 && at > 0)
+        memmove (self->finals, self->finals + at, left * sizeof *self->finals);
+    self->finals_count = left;
 }
 
 static int
@@ -438,8 +463,10 @@ s_tick (zloop_t *loop, int timer_id, void *arg)
         size_t n = self->due_count - i < S_CHUNK ? self->due_count - i : S_CHUNK;
         s_tick_chunk (self, self->due + i, n, now);
     }
-    s_tick_journal (self, now);
-    s_tick_finalize (self, now);
+    /* A session is finalized only once its last transition is journaled:
+       when phase 2 failed, phase 3 waits for a tick that journals all. */
+    if (s_tick_journal (self, now) == 0)
+        s_tick_finalize (self, now);
     ppm_histogram_observe (self->m.tick, (double)(zclock_mono () - tick_start) / 1000.0);
     return 0;
 }
