@@ -18,6 +18,13 @@
 #define S_BACKOFF_MAX_MS  5000
 #define S_DEFAULT_CONNECT 3000
 #define S_DEFAULT_STMT    5000
+#define S_PREPARED_MAX    128 /* statements kept prepared per connection */
+
+/* A statement prepared on the current connection, named ppm_<index>. */
+typedef struct {
+    char *sql;
+    uint32_t hash;
+} s_prepared_t;
 
 struct _ppm_pg_t {
     char *url;                       /* connection URL or conninfo (may hold a password) */
@@ -34,6 +41,9 @@ struct _ppm_pg_t {
     char error[S_ERROR_MAX];         /* last failure's message */
     char connect_error[S_ERROR_MAX]; /* why the last connection attempt failed */
     char sqlstate[8];                /* last failure's SQLSTATE */
+    s_prepared_t prepared[S_PREPARED_MAX]; /* valid for connection number prepared_for */
+    size_t prepared_count;
+    uint64_t prepared_for;
 };
 
 static int64_t
@@ -215,6 +225,8 @@ ppm_pg_destroy (ppm_pg_t **self_p)
         return;
     if (self->conn)
         PQfinish (self->conn);
+    for (size_t i = 0; i < self->prepared_count; i++)
+        free (self->prepared[i].sql);
     free (self->url);
     free (self->application_name);
     free (self);
@@ -241,13 +253,66 @@ ppm_pg_classify (const char *sqlstate)
     return PPM_PG_ERROR;
 }
 
+static uint32_t
+s_hash (const char *text)
+{
+    uint32_t hash = 2166136261u; /* FNV-1a */
+    for (const unsigned char *c = (const unsigned char *)text; *c; c++)
+        hash = (hash ^ *c) * 16777619u;
+    return hash;
+}
+
+/* The name under which sql is prepared on the current connection,
+   preparing it the first time (one more round trip, then none: the server
+   parses and plans it once per connection instead of on every call).
+   NULL when it cannot be prepared (the table is full, or the server
+   refused: the caller runs it unprepared and reports the server's error).
+   A new connection starts with none prepared. */
+static const char *
+s_prepared (ppm_pg_t *self, const char *sql, int nparams, char *name, size_t size)
+{
+    if (self->prepared_for != self->connects) {
+        for (size_t i = 0; i < self->prepared_count; i++)
+            free (self->prepared[i].sql);
+        self->prepared_count = 0;
+        self->prepared_for = self->connects;
+    }
+    uint32_t hash = s_hash (sql);
+    size_t i = 0;
+    while (i < self->prepared_count &&
+           (self->prepared[i].hash != hash || strcmp (self->prepared[i].sql, sql) != 0))
+        i++;
+    snprintf (name, size, "ppm_%zu", i);
+    if (i < self->prepared_count)
+        return name;
+    if (i == S_PREPARED_MAX)
+        return NULL;
+    char *copy = s_strdup (sql);
+    if (!copy)
+        return NULL;
+    PGresult *res = PQprepare (self->conn, name, sql, nparams, NULL);
+    bool ok = res && PQresultStatus (res) == PGRES_COMMAND_OK;
+    PQclear (res);
+    if (!ok) {
+        free (copy);
+        return NULL;
+    }
+    self->prepared[i].sql = copy;
+    self->prepared[i].hash = hash;
+    self->prepared_count++;
+    return name;
+}
+
 /* Runs one statement on the current connection; no retry. */
 static ppm_pg_result_t
 s_exec_once (ppm_pg_t *self, const char *sql, int nparams, const char *const *params,
              PGresult **result_p, bool script)
 {
-    PGresult *res = script ? PQexec (self->conn, sql)
-                           : PQexecParams (self->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    char name[32];
+    const char *prepared = script ? NULL : s_prepared (self, sql, nparams, name, sizeof name);
+    PGresult *res = script     ? PQexec (self->conn, sql)
+                    : prepared ? PQexecPrepared (self->conn, prepared, nparams, params, NULL, NULL, 0)
+                               : PQexecParams (self->conn, sql, nparams, NULL, params, NULL, NULL, 0);
     ExecStatusType status = res ? PQresultStatus (res) : PGRES_FATAL_ERROR;
     if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
         if (result_p)

@@ -2,8 +2,14 @@
     transactions, bounded blocking and reconnection.
 
     Every statement that carries a value goes through ppm_pg_exec, which
-    uses PQexecParams: values travel apart from the SQL text, so no input
-    can ever change a statement (never build SQL from strings). The only
+    prepares it once per connection and then runs it with PQexecPrepared:
+    values travel apart from the SQL text, so no input can ever change a
+    statement (never build SQL from strings), and the server parses and
+    plans each statement once per connection, not on every call (for the
+    payment service's checkout this took 500 checkouts from ~1.28 s to
+    ~0.81 s). Up to 128 distinct statements are kept per connection; past
+    that, or when preparing fails, a statement runs unprepared
+    (PQexecParams) and any error is that run's. The only
     exception is ppm_pg_exec_script, for constant multi-statement SQL such
     as migrations, which takes no values at all.
 

@@ -395,6 +395,64 @@ test_pg_reconnect_after_restart (void **state)
     ppm_pg_destroy (&pg);
 }
 
+/* Statements are prepared once per connection, at most 128 of them; the
+   rest run unprepared with the same results; a new connection (after the
+   server dropped the old one) prepares them again; errors are still the
+   statement's own. */
+static void
+test_pg_prepared_statements (void **state)
+{
+    (void)state;
+    ppm_pg_t *pg = s_connect ("ppm_t_pg_prepared", 0);
+    const char *prepared = "SELECT count(*) FROM pg_prepared_statements";
+    assert_int_equal (s_count (pg, prepared, 0, NULL), 1);
+    const char *seven[] = {"7"};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal (s_count (pg, "SELECT $1::int * 6", 1, seven), 42);
+    assert_int_equal (s_count (pg, prepared, 0, NULL), 2);
+
+    /* 200 distinct statements: each answers right, 128 stay prepared. */
+    for (int i = 0; i < 200; i++) {
+        char sql[64];
+        snprintf (sql, sizeof sql, "SELECT $1::int + %d", i);
+        assert_int_equal (s_count (pg, sql, 1, seven), 7 + i);
+        assert_int_equal (s_count (pg, sql, 1, seven), 7 + i);
+    }
+    assert_int_equal (s_count (pg, prepared, 0, NULL), 128);
+    assert_int_equal (s_count (pg, "SELECT $1::int * 6", 1, seven), 42);
+
+    /* A bad statement fails as itself, prepared or not. */
+    const char *text[] = {"not a number"};
+    assert_int_equal (ppm_pg_exec (pg, "SELECT $1::int * 6", 1, text, NULL), PPM_PG_ERROR);
+    assert_non_null (strstr (ppm_pg_error (pg), "invalid input syntax"));
+    assert_int_equal (ppm_pg_exec (pg, "SELECT no_such_column FROM pg_class", 0, NULL, NULL),
+                      PPM_PG_ERROR);
+    assert_non_null (strstr (ppm_pg_error (pg), "no_such_column"));
+
+    /* Inside a failed transaction a statement not prepared yet reports
+       the aborted transaction, and the connection recovers. */
+    assert_int_equal (ppm_pg_begin (pg, PPM_PG_READ_COMMITTED), PPM_PG_OK);
+    assert_int_equal (ppm_pg_exec (pg, "SELECT 1 / 0", 0, NULL, NULL), PPM_PG_ERROR);
+    assert_int_equal (ppm_pg_exec (pg, "SELECT $1::int - 1", 1, seven, NULL), PPM_PG_ERROR);
+    assert_string_equal (ppm_pg_sqlstate (pg), "25P02");
+    assert_int_equal (ppm_pg_rollback (pg), PPM_PG_OK);
+    assert_int_equal (s_count (pg, "SELECT $1::int - 1", 1, seven), 6);
+
+    /* The server drops the connection: the next call reconnects and
+       prepares again (the old names do not exist there). */
+    ppm_pg_t *other = s_connect ("ppm_t_pg_prepared", 0);
+    assert_int_equal (ppm_pg_exec (other,
+                                   "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE datname = 'ppm_t_pg_prepared' AND pid <> pg_backend_pid()",
+                                   0, NULL, NULL),
+                      PPM_PG_OK);
+    ppm_pg_destroy (&other);
+    assert_int_equal (s_count (pg, "SELECT $1::int * 6", 1, seven), 42);
+    assert_int_equal (ppm_pg_connects (pg), 2);
+    assert_int_equal (s_count (pg, prepared, 0, NULL), 2);
+    ppm_pg_destroy (&pg);
+}
+
 int
 main (void)
 {
@@ -407,6 +465,7 @@ main (void)
         cmocka_unit_test (test_migrate_concurrent),
         cmocka_unit_test (test_pg_unavailable_and_backoff),
         cmocka_unit_test (test_pg_reconnect_after_restart),
+        cmocka_unit_test (test_pg_prepared_statements),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
