@@ -41,7 +41,8 @@ struct _ppm_pg_t {
     char error[S_ERROR_MAX];         /* last failure's message */
     char connect_error[S_ERROR_MAX]; /* why the last connection attempt failed */
     char sqlstate[8];                /* last failure's SQLSTATE */
-    s_prepared_t prepared[S_PREPARED_MAX]; /* valid for connection number prepared_for */
+    /* Statements prepared on connection number prepared_for. */
+    s_prepared_t prepared[S_PREPARED_MAX];
     size_t prepared_count;
     uint64_t prepared_for;
 };
@@ -310,9 +311,13 @@ s_exec_once (ppm_pg_t *self, const char *sql, int nparams, const char *const *pa
 {
     char name[32];
     const char *prepared = script ? NULL : s_prepared (self, sql, nparams, name, sizeof name);
-    PGresult *res = script     ? PQexec (self->conn, sql)
-                    : prepared ? PQexecPrepared (self->conn, prepared, nparams, params, NULL, NULL, 0)
-                               : PQexecParams (self->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    PGresult *res;
+    if (script)
+        res = PQexec (self->conn, sql);
+    else if (prepared)
+        res = PQexecPrepared (self->conn, prepared, nparams, params, NULL, NULL, 0);
+    else
+        res = PQexecParams (self->conn, sql, nparams, NULL, params, NULL, NULL, 0);
     ExecStatusType status = res ? PQresultStatus (res) : PGRES_FATAL_ERROR;
     if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
         if (result_p)

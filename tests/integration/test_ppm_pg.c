@@ -441,11 +441,12 @@ test_pg_prepared_statements (void **state)
     /* The server drops the connection: the next call reconnects and
        prepares again (the old names do not exist there). */
     ppm_pg_t *other = s_connect ("ppm_t_pg_prepared", 0);
-    assert_int_equal (ppm_pg_exec (other,
-                                   "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                   "WHERE datname = 'ppm_t_pg_prepared' AND pid <> pg_backend_pid()",
-                                   0, NULL, NULL),
-                      PPM_PG_OK);
+    assert_int_equal (
+        ppm_pg_exec (other,
+                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = 'ppm_t_pg_prepared' AND pid <> pg_backend_pid()",
+                     0, NULL, NULL),
+        PPM_PG_OK);
     ppm_pg_destroy (&other);
     assert_int_equal (s_count (pg, "SELECT $1::int * 6", 1, seven), 42);
     assert_int_equal (ppm_pg_connects (pg), 2);
