@@ -430,13 +430,18 @@ main (void)
     ppm_bench_result ("metering.bytes_per_session", what, figure, NULL, NULL, "<= 300 B",
                       ppm_bench_met (per_session <= 300));
     if (per_session > 300)
-        ppm_bench_gap ("metering.bytes_per_session",
-                       "INFO used_memory grew %.0f B per session: one session's hash takes %lld B "
-                       "(MEMORY USAGE, encoding %s), its entry in the %d deadline buckets %.0f B "
-                       "on average, which leaves %.0f B of Redis's own cost per key (main "
-                       "dictionary entry, key string, the dictionary's table growth)",
-                       per_session, hash_bytes, encoding, BUCKETS, bucket_share,
-                       per_session - (double)hash_bytes - bucket_share);
+        ppm_bench_gap (
+            "metering.bytes_per_session",
+            "INFO used_memory grew %.0f B per session: one session's hash takes %lld B "
+            "(MEMORY USAGE, encoding %s), its entry in the %d deadline buckets %.0f B "
+            "on average, which leaves %.0f B of Redis's own cost per key (main "
+            "dictionary entry, key string, the dictionary's table growth). Reaching 300 B "
+            "needs another layout: each session one packed string instead of a hash "
+            "of small fields, and deadline buckets small enough to stay "
+            "listpack-encoded; that rewrites the metering script and its recovery, "
+            "and is not done",
+            per_session, hash_bytes, encoding, BUCKETS, bucket_share,
+            per_session - (double)hash_bytes - bucket_share);
     snprintf (figure, sizeof figure, "%.1f us", cost_big);
     snprintf (baseline, sizeof baseline, "%.1f us", cost_small);
     snprintf (ratio, sizeof ratio, "%.2f", tick_ratio);
