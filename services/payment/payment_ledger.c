@@ -297,8 +297,9 @@ s_one (ppm_pg_t *pg, const char *sql, int nparams, const char *const *params, pa
 
 /* ---- create ------------------------------------------------------------------ */
 
-/* One statement: the payment, its consent and its first transition are
-   written together or not at all (and in one round trip). */
+/* One statement: the payment (with the payer's known Customer), its
+   consent and its first transition are written together or not at all,
+   in one round trip. */
 ppm_pg_result_t
 payment_ledger_create (ppm_pg_t *pg, payment_row_t *row)
 {
@@ -332,15 +333,19 @@ payment_ledger_create (ppm_pg_t *pg, payment_row_t *row)
             "amount, currency, state, seq, created_at_ms, updated_at_ms, success_url, cancel_url, "
             "stripe_customer) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
             "$14, 'created', (SELECT coalesce(max(seq), 0) + 1 FROM payment.payments WHERE "
-            "tenant_id = $2 AND session_id = $3), $15, $15, $16, $17, $18) RETURNING seq), "
+            "tenant_id = $2 AND session_id = $3), $15, $15, $16, $17, "
+            "coalesce(nullif($18, ''), (SELECT stripe_customer FROM payment.customers WHERE "
+            "tenant_id = $2 AND payer = $4 AND mode = $6), $18)) "
+            "RETURNING seq, stripe_customer), "
             "c AS (INSERT INTO payment.consents (payment_id, tenant_id, session_id, payer, "
             "terms_url, accepted_at_ms) SELECT $1, $2, $3, $4, $19, $20 FROM p), "
             "t AS (INSERT INTO payment.transitions (payment_id, tenant_id, from_state, to_state, "
             "cause, at_ms) SELECT $1, $2, NULL, 'created', 'checkout: consent recorded', $15 "
-            "FROM p) SELECT seq FROM p",
+            "FROM p) SELECT seq, stripe_customer FROM p",
             20, params, &res);
         if (rc == PPM_PG_OK) {
             row->seq = (int)s_int (res, 0, 0);
+            s_copy (row->customer, sizeof row->customer, res, 0, 1);
             PQclear (res);
         }
         if (rc != PPM_PG_UNIQUE_VIOLATION)

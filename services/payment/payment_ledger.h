@@ -111,7 +111,9 @@ int payment_ledger_migrate (ppm_pg_t *pg, const char **error);
 void payment_ledger_new_id (char out[40]);
 
 /* Inserts row (state CREATED, seq assigned) and its consent record and
-   first transition in one transaction. row->payment_id must be set. */
+   first transition in one statement. row->payment_id must be set. When
+   row->customer is empty it is filled from the payer's Customer of this
+   mode (payment_ledger_customer_put), if there is one, in that statement. */
 ppm_pg_result_t payment_ledger_create (ppm_pg_t *pg, payment_row_t *row);
 
 /* Sets the Stripe customer of a CREATED payment. */

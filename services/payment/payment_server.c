@@ -1164,16 +1164,8 @@ s_on_session (const ppm_status_t *status, const uint8_t *payload, size_t size, v
     row->created_at_ms = ppm_clock_now_ms ();
     row->terms_accepted_at_ms = row->created_at_ms;
     ppm__v1__session_reply__free_unpacked (reply, NULL);
-    /* Our own payer → Customer mapping, read first so that the payment
-       row carries its customer from the start. */
-    bool known = false;
-    if (payment_ledger_customer_get (self->pg, c->tenant, row->payer, row->mode, row->customer,
-                                     sizeof row->customer, &known) != PPM_PG_OK) {
-        s_checkout_error (c, PPM_UNAVAILABLE, NULL, "ledger unavailable: %s",
-                          ppm_pg_error (self->pg));
-        return;
-    }
-    /* Consent and payment are durable before Stripe hears of them. */
+    /* Consent and payment are durable before Stripe hears of them; the
+       row carries the payer's known Customer from the start. */
     if (payment_ledger_create (self->pg, row) != PPM_PG_OK) {
         s_checkout_error (c, PPM_UNAVAILABLE, NULL, "ledger unavailable: %s",
                           ppm_pg_error (self->pg));

@@ -1269,6 +1269,64 @@ test_customer_500_does_not_block_the_payer (void **state)
     }
 }
 
+/* POST /v1/customers requests the emulator has seen for this key. */
+static size_t
+s_customer_creates (void)
+{
+    char path[128];
+    snprintf (path, sizeof path, "/_emulator/requests?path=/v1/customers&account_key=%s", KEY);
+    char *body = NULL;
+    assert_int_equal (ppm_test_emulator_control (s_fix.emu, "GET", path, NULL, &body), 200);
+    json_t *root = json_loads (body, 0, NULL);
+    free (body);
+    assert_non_null (root);
+    size_t n = 0;
+    size_t i;
+    json_t *entry;
+    json_array_foreach (json_object_get (root, "data"), i, entry)
+    {
+        const char *method = json_string_value (json_object_get (entry, "method"));
+        if (method && strcmp (method, "POST") == 0)
+            n++;
+    }
+    json_decref (root);
+    return n;
+}
+
+/* A payer's first checkout creates their Stripe Customer; the next ones,
+   in other sessions, find it in the ledger (read by the statement that
+   records the payment) and do not ask Stripe again; every PaymentIntent
+   names that Customer. */
+static void
+test_customer_reused_across_checkouts (void **state)
+{
+    (void)state;
+    s_add_session ("s_reuse1", "u_reuse", 100, "USD", "prepaid", false);
+    s_add_session ("s_reuse2", "u_reuse", 100, "USD", "prepaid", false);
+    s_add_session ("s_reuse3", "u_reuse", 100, "USD", "prepaid", false);
+    size_t before = s_customer_creates ();
+    char customer[64] = "";
+    const char *sessions[] = {"s_reuse1", "s_reuse2", "s_reuse3"};
+    for (int i = 0; i < 3; i++) {
+        ppm_status_t *st = NULL;
+        Ppm__V1__CheckoutReply *co = s_checkout (sessions[i], "u_reuse", 2, true, &st);
+        if (st)
+            fail_msg ("checkout %d: %s", i, ppm_status_message (st));
+        json_t *pi = NULL;
+        assert_int_equal (s_emu_pi_count (co->payment_id, &pi), 1);
+        const char *cus = json_string_value (json_object_get (pi, "customer"));
+        assert_non_null (cus);
+        assert_true (strncmp (cus, "cus_", 4) == 0);
+        if (i == 0)
+            snprintf (customer, sizeof customer, "%s", cus);
+        else
+            assert_string_equal (cus, customer);
+        json_decref (pi);
+        protobuf_c_message_free_unpacked (&co->base, NULL);
+        assert_int_equal (s_customer_creates (), before + 1);
+    }
+}
+
 static int64_t
 s_payment_count (void)
 {
@@ -1542,6 +1600,7 @@ main (void)
         cmocka_unit_test (test_confirm_500_then_429_is_resolved),
         cmocka_unit_test (test_failed_payment_paid_later_is_reconciled),
         cmocka_unit_test (test_customer_500_does_not_block_the_payer),
+        cmocka_unit_test (test_customer_reused_across_checkouts),
     };
     return cmocka_run_group_tests (tests, s_setup, s_teardown);
 }
