@@ -32,6 +32,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include "ppm_clock.h"
 #include "ppm_jwt.h"
@@ -1117,10 +1118,31 @@ test_webhook (void **state)
 }
 
 /* Sends sig to a service of the stack. */
+/* Signals a service; after SIGSTOP, waits until the kernel shows it
+   stopped (kill returns before every thread of the target has stopped). */
 static void
 s_signal (ppm_test_service_t service, int sig)
 {
-    assert_int_equal (ppm_test_kill (ppm_test_stack_pid (S.stack, service), sig), 0);
+    pid_t pid = ppm_test_stack_pid (S.stack, service);
+    assert_int_equal (ppm_test_kill (pid, sig), 0);
+    if (sig != SIGSTOP)
+        return;
+    char path[64];
+    snprintf (path, sizeof path, "/proc/%d/stat", (int)pid);
+    for (int i = 0; i < 200; i++) {
+        char line[512] = "";
+        FILE *f = fopen (path, "r");
+        if (f) {
+            if (!fgets (line, sizeof line, f))
+                line[0] = '\0';
+            fclose (f);
+        }
+        const char *paren = strrchr (line, ')'); /* "pid (comm) STATE ..." */
+        if (paren && paren[1] == ' ' && paren[2] == 'T')
+            return;
+        usleep (10 * 1000);
+    }
+    fail_msg ("pid %d did not stop", (int)pid);
 }
 
 static void
@@ -1169,6 +1191,8 @@ test_dead_backend (void **state)
     /* and config too */
     s_signal (PPM_TEST_CONFIG, SIGSTOP);
     s_http_port (port, "GET", "/v1/admin/settings", S.admin_a, NULL, 0, NULL, 5000, r);
+    if (r->status != 503)
+        print_message ("unexpected answer after %.3f s: %s\n", r->seconds, r->body);
     assert_int_equal (r->status, 503);
     assert_non_null (strstr (r->headers, "Retry-After: 1"));
     assert_non_null (strstr (r->body, "UNAVAILABLE"));
