@@ -1222,16 +1222,19 @@ config_store_get_secrets (config_store_t *self, const char *tenant, Ppm__V1__Sec
     return NULL;
 }
 
-ppm_status_t *
-config_store_get_user_token_secret (config_store_t *self, const char *tenant,
-                                    Ppm__V1__UserTokenSecret **reply_p)
+/* Reads a tenant's user-token secret, decrypted (NULL when it does not
+   open), when it was made and, when settings_p is given, the tenant's
+   settings (NULL when they do not decode). The status is for the database
+   and an unknown tenant only. */
+static ppm_status_t *
+s_user_token_secret_read (config_store_t *self, const char *tenant, char **secret_p,
+                          int64_t *rotated_at_ms, Ppm__V1__Settings **settings_p)
 {
-    *reply_p = NULL;
     PGresult *res = NULL;
     const char *params[] = {tenant};
     ppm_pg_result_t result =
         ppm_pg_exec (self->pg,
-                     "SELECT user_token_secret, data, user_token_rotated_at_ms FROM "
+                     "SELECT user_token_secret, user_token_rotated_at_ms, data FROM "
                      "config.settings WHERE tenant_id = $1",
                      1, params, &res);
     if (result != PPM_PG_OK)
@@ -1240,17 +1243,41 @@ config_store_get_user_token_secret (config_store_t *self, const char *tenant,
         PQclear (res);
         return ppm_status_new (PPM_NOT_FOUND, "no such tenant");
     }
-    char *secret = s_open_column (self, res, 0, 0, tenant, "user_token_secret");
-    int64_t rotated_at_ms = s_int (res, 0, 2);
-    size_t size = 0;
-    unsigned char *raw = PQunescapeBytea ((const unsigned char *)PQgetvalue (res, 0, 1), &size);
-    Ppm__V1__Settings *s = raw ? ppm__v1__settings__unpack (NULL, size, raw) : NULL;
-    PQfreemem (raw);
+    *secret_p = s_open_column (self, res, 0, 0, tenant, "user_token_secret");
+    *rotated_at_ms = s_int (res, 0, 1);
+    if (settings_p) {
+        size_t size = 0;
+        unsigned char *raw = PQunescapeBytea ((const unsigned char *)PQgetvalue (res, 0, 2), &size);
+        *settings_p = raw ? ppm__v1__settings__unpack (NULL, size, raw) : NULL;
+        PQfreemem (raw);
+    }
     PQclear (res);
+    return NULL;
+}
+
+static void
+s_secret_free (char **secret_p)
+{
+    if (*secret_p) {
+        sodium_memzero (*secret_p, strlen (*secret_p));
+        free (*secret_p);
+        *secret_p = NULL;
+    }
+}
+
+ppm_status_t *
+config_store_get_user_token_secret (config_store_t *self, const char *tenant,
+                                    Ppm__V1__UserTokenSecret **reply_p)
+{
+    *reply_p = NULL;
+    char *secret = NULL;
+    int64_t rotated_at_ms = 0;
+    Ppm__V1__Settings *s = NULL;
+    ppm_status_t *st = s_user_token_secret_read (self, tenant, &secret, &rotated_at_ms, &s);
+    if (st)
+        return st;
     if (!secret || !s) {
-        if (secret)
-            sodium_memzero (secret, strlen (secret));
-        free (secret);
+        s_secret_free (&secret);
         if (s)
             ppm__v1__settings__free_unpacked (s, NULL);
         return ppm_status_new (PPM_DATA_LOSS, "the user-token secret does not open");
@@ -1276,29 +1303,18 @@ config_store_get_user_token_secret_info (config_store_t *self, const char *tenan
                                          Ppm__V1__UserTokenSecretInfo **reply_p)
 {
     *reply_p = NULL;
-    PGresult *res = NULL;
-    const char *params[] = {tenant};
-    ppm_pg_result_t result = ppm_pg_exec (self->pg,
-                                          "SELECT user_token_secret, user_token_rotated_at_ms "
-                                          "FROM config.settings WHERE tenant_id = $1",
-                                          1, params, &res);
-    if (result != PPM_PG_OK)
-        return s_db_status (self, result, "reading the user-token secret");
-    if (PQntuples (res) != 1) {
-        PQclear (res);
-        return ppm_status_new (PPM_NOT_FOUND, "no such tenant");
-    }
-    char *secret = s_open_column (self, res, 0, 0, tenant, "user_token_secret");
-    int64_t rotated_at_ms = s_int (res, 0, 1);
-    PQclear (res);
+    char *secret = NULL;
+    int64_t rotated_at_ms = 0;
+    ppm_status_t *st = s_user_token_secret_read (self, tenant, &secret, &rotated_at_ms, NULL);
+    if (st)
+        return st;
     if (!secret)
         return ppm_status_new (PPM_DATA_LOSS,
                                "the user-token secret does not open with this master key: "
                                "rotate it");
     char mask[32];
     ppm_mask_secret (secret, mask, sizeof mask);
-    sodium_memzero (secret, strlen (secret));
-    free (secret);
+    s_secret_free (&secret);
     Ppm__V1__UserTokenSecretInfo *reply = s_alloc (sizeof *reply);
     ppm__v1__user_token_secret_info__init (reply);
     reply->masked = s_dup (mask);

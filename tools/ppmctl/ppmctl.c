@@ -86,6 +86,15 @@ s_has (const s_cli_t *cli, const char *name)
     return false;
 }
 
+/* A command's help: on stdout and 0 when asked for (--help), on stderr
+   and 2 when the subcommand is missing. */
+static int
+s_help (const s_cli_t *cli, const char *text)
+{
+    fputs (text, cli->help ? stdout : stderr);
+    return cli->help ? 0 : 2;
+}
+
 static int
 s_usage_error (const char *fmt, const char *arg)
 {
@@ -332,10 +341,8 @@ static const char *s_help_tenant =
 static int
 s_cmd_tenant (const s_cli_t *cli)
 {
-    if (cli->help || !cli->sub) {
-        fputs (s_help_tenant, cli->help ? stdout : stderr);
-        return cli->help ? 0 : 2;
-    }
+    if (cli->help || !cli->sub)
+        return s_help (cli, s_help_tenant);
     if (streq (cli->sub, "create")) {
         if (cli->nargs != 1)
             return s_usage_error ("tenant create takes one NAME%s", NULL);
@@ -374,10 +381,8 @@ static const char *s_help_admin_key = "ppmctl admin-key create --tenant T [--lab
 static int
 s_cmd_admin_key (const s_cli_t *cli)
 {
-    if (cli->help || !cli->sub) {
-        fputs (s_help_admin_key, cli->help ? stdout : stderr);
-        return cli->help ? 0 : 2;
-    }
+    if (cli->help || !cli->sub)
+        return s_help (cli, s_help_admin_key);
     const char *tenant = s_need_tenant (cli);
     if (!tenant)
         return s_usage_error ("admin-key needs --tenant T%s", NULL);
@@ -437,10 +442,8 @@ s_print_settings (const s_cli_t *cli, const Ppm__V1__Settings *s)
 static int
 s_cmd_settings (const s_cli_t *cli)
 {
-    if (cli->help || !cli->sub) {
-        fputs (s_help_settings, cli->help ? stdout : stderr);
-        return cli->help ? 0 : 2;
-    }
+    if (cli->help || !cli->sub)
+        return s_help (cli, s_help_settings);
     const char *tenant = s_need_tenant (cli);
     if (!tenant)
         return s_usage_error ("settings needs --tenant T%s", NULL);
@@ -512,10 +515,8 @@ static const char *s_help_rates =
 static int
 s_cmd_rates (const s_cli_t *cli)
 {
-    if (cli->help || !cli->sub) {
-        fputs (s_help_rates, cli->help ? stdout : stderr);
-        return cli->help ? 0 : 2;
-    }
+    if (cli->help || !cli->sub)
+        return s_help (cli, s_help_rates);
     const char *tenant = s_need_tenant (cli);
     if (!tenant)
         return s_usage_error ("rates needs --tenant T%s", NULL);
@@ -695,10 +696,8 @@ static const char *s_help_user_token_secret =
 static int
 s_cmd_user_token_secret (const s_cli_t *cli)
 {
-    if (cli->help || !cli->sub) {
-        fputs (s_help_user_token_secret, cli->help ? stdout : stderr);
-        return cli->help ? 0 : 2;
-    }
+    if (cli->help || !cli->sub)
+        return s_help (cli, s_help_user_token_secret);
     const char *tenant = s_need_tenant (cli);
     if (!tenant)
         return s_usage_error ("user-token-secret needs --tenant T%s", NULL);
@@ -774,10 +773,8 @@ static const char *s_help_sessions =
 static int
 s_cmd_sessions (const s_cli_t *cli)
 {
-    if (cli->help || !cli->sub) {
-        fputs (s_help_sessions, cli->help ? stdout : stderr);
-        return cli->help ? 0 : 2;
-    }
+    if (cli->help || !cli->sub)
+        return s_help (cli, s_help_sessions);
     ppm_rpc_client_t *client = s_client ("PPM_METERING_ENDPOINT", "tcp://127.0.0.1:7131");
     if (!client)
         return 2;
@@ -844,10 +841,8 @@ static const char *s_help_payments =
 static int
 s_cmd_payments (const s_cli_t *cli)
 {
-    if (cli->help || !cli->sub) {
-        fputs (s_help_payments, cli->help ? stdout : stderr);
-        return cli->help ? 0 : 2;
-    }
+    if (cli->help || !cli->sub)
+        return s_help (cli, s_help_payments);
     if (!streq (cli->sub, "reconcile"))
         return s_usage_error ("%s", "payments reconcile: see ppmctl payments --help");
     ppm_rpc_client_t *client = s_client ("PPM_PAYMENT_ENDPOINT", "tcp://127.0.0.1:7121");
